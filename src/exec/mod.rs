@@ -1,0 +1,1 @@
+//! Side effects: spawning knots, building containers, cgroups and sockets.

@@ -1,0 +1,1 @@
+//! The pure reconciler: desired and observed state in, a plan out.

@@ -1,0 +1,1 @@
+//! Observed state rebuilt from the kernel, and persisted state that the kernel cannot hold.
