@@ -1,7 +1,5 @@
 //! Checks of a container config that need no sandbox: paths, ports, variables and secrets.
 
-use std::path::Path;
-
 use super::container::ContainerConfig;
 use super::problems::{FileContext, Problems};
 use super::read::parse_text;
@@ -280,25 +278,4 @@ pub(crate) fn parse_secret_file(
     } else {
         Err(problems)
     }
-}
-
-/// Loads a container config file alone, as `lithos_check --check-container` does.
-pub fn check_container_file(path: &Path) -> Result<ContainerConfig, Problems> {
-    let scope = super::problems::Scope::Master;
-    let text = super::read::read_text(path).map_err(|message| {
-        Problems::from(
-            FileContext {
-                path,
-                text: "",
-                scope: scope.clone(),
-            }
-            .file_problem(message),
-        )
-    })?;
-    let context = FileContext {
-        path,
-        text: &text,
-        scope,
-    };
-    parse_container_text(&context, true)
 }
