@@ -194,3 +194,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()
 }
+
+#[cfg(test)]
+#[path = "persist_tests.rs"]
+mod tests;
