@@ -1,1 +1,6 @@
 //! Side effects: spawning knots, building containers, cgroups and sockets.
+
+pub mod cgroup;
+pub mod mkdev;
+pub mod spawn;
+pub(crate) mod sys;
