@@ -4,7 +4,6 @@
 //! Each wrapper turns a negative return into an [`io::Error`] and takes or returns owned
 //! file descriptors, so the unsafe code in the rest of the crate is limited to the spawn
 //! child, which cannot allocate.
-#![allow(dead_code)]
 
 use std::ffi::{CStr, CString};
 use std::io;

@@ -140,3 +140,43 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// Starts a knot for `spec` through the library and returns its pid.
+pub fn launch(spec: &LaunchSpec, cgroups: Option<&lithos::exec::cgroup::Cgroups>) -> i32 {
+    let request = lithos::exec::spawn::SpawnRequest {
+        spec,
+        fingerprint: "0123abcd",
+        master: Path::new("/nonexistent/master.yaml"),
+        knot_binary: Path::new(env!("CARGO_BIN_EXE_lithos_knot")),
+        cgroups,
+        sockets: &[],
+        extra_env: &[],
+    };
+    lithos::exec::spawn::spawn_knot(&request)
+        .expect("spawn_knot")
+        .pid
+}
+
+/// A temporary root with the test image and a devfs.
+pub fn container_root() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    make_image(&tmp.path().join("image"));
+    make_devfs(&tmp.path().join("dev"));
+    tmp
+}
+
+/// Runs `script` with `/bin/sh -c` in a container and returns the knot's exit code and
+/// the stdio log.
+pub fn run_script(
+    root: &Path,
+    name: &str,
+    script: &str,
+    edit: impl FnOnce(&mut LaunchSpec),
+) -> (Option<i32>, String) {
+    let mut spec = spec(root, name, "/bin/sh", &["-c", script]);
+    edit(&mut spec);
+    let pid = launch(&spec, None);
+    let code = wait_exit(pid, Duration::from_secs(20));
+    let log = std::fs::read_to_string(&spec.stdio_log).unwrap_or_default();
+    (code, log)
+}
