@@ -31,6 +31,9 @@ pub enum SecretsError {
         #[source]
         source: ssh_key::Error,
     },
+    /// A private key was given where a public key belongs.
+    #[error("this is a private key: give the public key, the `.pub` file next to it")]
+    NotPublicKey,
     /// The public key is not ed25519.
     #[error(
         "unsupported {algorithm} key: only ed25519 keys (`ssh-keygen -t ed25519`) are supported"

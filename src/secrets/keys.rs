@@ -46,6 +46,9 @@ impl PublicKey {
 
     /// Parses one line of an OpenSSH `.pub` file, `ssh-ed25519 BASE64 [COMMENT]`.
     pub fn from_openssh(line: &str) -> Result<Self, SecretsError> {
+        if line.trim_start().starts_with("-----BEGIN ") {
+            return Err(SecretsError::NotPublicKey);
+        }
         let parsed = ssh_key::PublicKey::from_openssh(line.trim())
             .map_err(|source| SecretsError::ParsePublicKey { source })?;
         let KeyData::Ed25519(key) = parsed.key_data() else {
