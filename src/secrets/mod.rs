@@ -78,7 +78,15 @@ pub fn decrypt(keys: &[PrivateKey], value: &str) -> Result<(String, Vec<u8>), Se
     Err(last_error.expect("at least one candidate key was tried"))
 }
 
+/// Bytes a sealed box adds to its plaintext: the ephemeral public key and the MAC.
+const SEAL_OVERHEAD: usize = 32 + 16;
+
 fn open(key: &PrivateKey, value: &EncryptedValue) -> Result<(String, Vec<u8>), SecretsError> {
+    if value.payload.len() < SEAL_OVERHEAD {
+        return Err(SecretsError::CorruptPayload {
+            reason: "it is shorter than the 48 bytes every sealed box has",
+        });
+    }
     let mut plaintext =
         key.secret()
             .unseal(&value.payload)

@@ -111,7 +111,7 @@ fn decrypt_rejects_truncated_payload() {
         .unwrap();
     parsed.payload.truncate(20);
     let err = decrypt(&[key], &parsed.to_string()).unwrap_err();
-    assert!(matches!(err, SecretsError::OpenPayload { .. }), "{err}");
+    assert!(matches!(err, SecretsError::CorruptPayload { .. }), "{err}");
 }
 
 #[test]
@@ -270,4 +270,42 @@ fn environ_variable_without_alternatives_fails() {
     let err = decrypt_environ_with_keys(&environ("EMPTY", &[]), &[key(1)], &namespaces(&[""]))
         .unwrap_err();
     assert!(err.to_string().contains("no alternatives"), "{err}");
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn round_trip_any_secret(
+            namespace in "[a-zA-Z0-9_.-]{0,20}",
+            secret in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let key = key(9);
+            let value = encrypt(key.public_key(), &namespace, &secret).unwrap();
+            let (got_namespace, got_secret) = decrypt(&[key], &value).unwrap();
+            prop_assert_eq!(got_namespace, namespace);
+            prop_assert_eq!(got_secret, secret);
+        }
+
+        #[test]
+        fn flipped_payload_bit_never_decrypts(
+            secret in "[ -~]{0,40}",
+            position in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let key = key(9);
+            let mut parsed: EncryptedValue = encrypt(key.public_key(), "", secret.as_bytes())
+                .unwrap()
+                .parse()
+                .unwrap();
+            let index = position.index(parsed.payload.len());
+            parsed.payload[index] ^= 1 << bit;
+            prop_assert!(decrypt(&[key], &parsed.to_string()).is_err());
+        }
+    }
 }
