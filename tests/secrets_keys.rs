@@ -7,10 +7,12 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use lithos::secrets::{
-    self, decrypt_environ, load_private_keys, read_private_keys, PublicKey, SecretsError,
+    self, decrypt_environ, decrypt_launch_spec, load_private_keys, read_private_keys, PublicKey,
+    SecretsError,
 };
 use secrets_common::{
-    fixture, install_fixture_key, public_key_path, pynacl_vectors, require_root, ssh_keygen,
+    fixture, install_fixture_key, launch_spec, public_key_path, pynacl_vectors, require_root,
+    ssh_keygen,
 };
 
 fn environ(entries: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
@@ -226,4 +228,44 @@ fn decrypt_environ_with_key_file() {
     assert_eq!(decrypted["DATABASE_URL"], "postgres://user:pa ss@db/app");
     assert_eq!(decrypted["UNICODE"], "ünïcödé");
     assert_eq!(decrypted["EMPTY"], "");
+}
+
+#[test]
+fn launch_spec_decrypts_with_sandbox_key() {
+    if !require_root("the key file must be owned by root") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = install_fixture_key(dir.path(), &["test_key_1"]);
+    let vectors = pynacl_vectors();
+    let secret_environ = environ(&[("DATABASE_URL", &[&vectors[1].value])]);
+
+    let allowed = launch_spec(secret_environ.clone(), Some(&key_file), &["", "myapp"]);
+    let foreign = launch_spec(secret_environ, Some(&key_file), &[""]);
+
+    let decrypted = decrypt_launch_spec(&allowed).unwrap();
+    assert_eq!(decrypted["DATABASE_URL"], "postgres://user:pa ss@db/app");
+    let err = decrypt_launch_spec(&foreign).unwrap_err();
+    assert!(err.to_string().contains("namespace not allowed"), "{err}");
+}
+
+#[test]
+fn launch_spec_without_key_file_fails() {
+    let vectors = pynacl_vectors();
+    let secret_environ = environ(&[("A", &[&vectors[0].value]), ("B", &[&vectors[1].value])]);
+    let spec = launch_spec(secret_environ, None, &[""]);
+
+    let err = decrypt_launch_spec(&spec).unwrap_err();
+
+    assert!(
+        matches!(err, SecretsError::MissingPrivateKey { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("A, B"), "{err}");
+}
+
+#[test]
+fn launch_spec_without_secrets_reads_no_key() {
+    let spec = launch_spec(BTreeMap::new(), None, &[""]);
+    assert!(decrypt_launch_spec(&spec).unwrap().is_empty());
 }

@@ -241,6 +241,15 @@ pub enum SecretsError {
     /// The secret contains a NUL byte, which an environment value cannot hold.
     #[error("the decrypted secret contains a NUL byte")]
     SecretContainsNul,
+    /// The container has encrypted variables but its sandbox names no key to decrypt them.
+    #[error(
+        "secret-environ sets {variables}, but the sandbox has no secrets-private-key to \
+         decrypt them: set secrets-private-key in the sandbox config"
+    )]
+    MissingPrivateKey {
+        /// The encrypted variables, comma-separated.
+        variables: String,
+    },
     /// No alternative of a secret variable decrypted.
     #[error("failed to decrypt secret variable {variable}: {}", Failures(.failures))]
     DecryptVariable {

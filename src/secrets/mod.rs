@@ -18,6 +18,8 @@ mod keys;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::model::spec::LaunchSpec;
+
 pub use error::SecretsError;
 pub use format::{
     encode_hash, short_hash, validate_namespace, EncryptedValue, ShortHash, SHORT_HASH_LEN, VERSION,
@@ -139,6 +141,27 @@ pub fn decrypt_environ(
     }
     let keys = load_private_keys(key_file)?;
     decrypt_environ_with_keys(secret_environ, &keys, namespaces)
+}
+
+/// Decrypts the `secret-environ` of a launch spec with its sandbox's key and namespaces.
+///
+/// This is the knot's entry point. A spec with encrypted variables but no
+/// `secrets-private-key` is an error naming the variables.
+pub fn decrypt_launch_spec(spec: &LaunchSpec) -> Result<BTreeMap<String, String>, SecretsError> {
+    let secret_environ = &spec.container.secret_environ;
+    if secret_environ.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let Some(key_file) = &spec.secrets_private_key else {
+        return Err(SecretsError::MissingPrivateKey {
+            variables: secret_environ
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    decrypt_environ(secret_environ, key_file, &spec.secrets_namespaces)
 }
 
 /// Decrypts a container's `secret-environ` like [`decrypt_environ`], with keys already loaded.

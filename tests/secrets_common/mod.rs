@@ -117,3 +117,79 @@ pub fn pynacl_vectors() -> Vec<Vector> {
         })
         .collect()
 }
+
+/// Builds a launch spec that only carries the secrets fields that matter here.
+pub fn launch_spec(
+    secret_environ: std::collections::BTreeMap<String, Vec<String>>,
+    key_file: Option<&Path>,
+    namespaces: &[&str],
+) -> lithos::model::spec::LaunchSpec {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use lithos::model::spec::{
+        ContainerKind, ContainerSpec, EntryKind, HostsFileSpec, LaunchSpec, ResolvConfSpec,
+        LAUNCH_SPEC_VERSION,
+    };
+
+    LaunchSpec {
+        version: LAUNCH_SPEC_VERSION,
+        name: "sandbox/process.0".to_string(),
+        sandbox: "sandbox".to_string(),
+        process: "process".to_string(),
+        entry_kind: EntryKind::Daemon,
+        image: "image".to_string(),
+        image_root: PathBuf::from("/nonexistent/image"),
+        config_path: PathBuf::from("/config/test.yaml"),
+        container: ContainerSpec {
+            kind: ContainerKind::Daemon,
+            user_id: 0,
+            group_id: 0,
+            memory_limit: None,
+            cpu_shares: None,
+            fileno_limit: 1024,
+            restart_timeout: Duration::from_secs(1),
+            kill_timeout: Duration::from_secs(5),
+            executable: "/bin/true".to_string(),
+            arguments: Vec::new(),
+            environ: BTreeMap::new(),
+            pid_environ: Vec::new(),
+            secret_environ,
+            workdir: PathBuf::from("/"),
+            resolv_conf: ResolvConfSpec {
+                mount: Some(false),
+                copy_from_host: false,
+                host_file: PathBuf::from("/etc/resolv.conf"),
+            },
+            hosts_file: HostsFileSpec {
+                mount: Some(false),
+                localhost: true,
+                public_hostname: false,
+                copy_from_host: false,
+                host_file: PathBuf::from("/etc/hosts"),
+                additional_hosts: BTreeMap::new(),
+            },
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
+            stdout_stderr_file: None,
+            interactive: false,
+            restart_process_only: false,
+            volumes: BTreeMap::new(),
+            tcp_ports: BTreeMap::new(),
+            normal_exit_codes: Vec::new(),
+        },
+        readonly_paths: BTreeMap::new(),
+        writable_paths: BTreeMap::new(),
+        network: None,
+        secrets_private_key: key_file.map(Path::to_path_buf),
+        secrets_namespaces: namespaces.iter().map(|ns| ns.to_string()).collect(),
+        devfs_dir: PathBuf::from("/nonexistent/dev"),
+        mount_dir: PathBuf::from("/nonexistent/mnt"),
+        state_dir: PathBuf::from("/nonexistent/state"),
+        stdio_log: PathBuf::from("/nonexistent/log/sandbox.log"),
+        log_file: PathBuf::from("/nonexistent/log/knot.log"),
+        log_level: "debug".to_string(),
+        syslog: None,
+        cgroup: None,
+    }
+}
