@@ -5,6 +5,7 @@
 
 pub mod container;
 pub mod container_check;
+mod entry_check;
 pub mod files;
 pub mod fingerprint;
 pub mod image;

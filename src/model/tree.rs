@@ -4,10 +4,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::container_check::{parse_container_text, parse_secret_file};
+use super::container::ContainerConfig;
+use super::container_check::{check_container, parse_secret_file};
+use super::entry_check::{check_entry, check_ports};
+use super::files::check_entry_keys;
 use super::fingerprint::fingerprint;
 use super::image::{check_image_name, resolve_in_root};
-use super::instantiate::{check_entry, instantiate, EntryInput};
+use super::instantiate::{instantiate, EntryInput};
 use super::master::{absolute, load_master, MasterConfig};
 use super::problems::{FileContext, Problem, Problems, Scope};
 use super::process::{parse_processes, ProcessEntry};
@@ -161,9 +164,11 @@ fn load_sandbox(
             return SandboxLoad::Failed;
         }
     };
+    // A sandbox with problems still has its entries checked, so one run reports all.
     let own = sandbox.check(&context, true);
-    if !own.is_empty() {
-        problems.extend(own);
+    let sandbox_valid = own.is_empty();
+    problems.extend(own);
+    if sandbox.image_dir.is_none() {
         return SandboxLoad::Failed;
     }
     let base = path.parent().unwrap_or(Path::new("/"));
@@ -209,7 +214,11 @@ fn load_sandbox(
         };
         entries.insert(entry_name, load);
     }
-    SandboxLoad::Loaded { entries }
+    if sandbox_valid {
+        SandboxLoad::Loaded { entries }
+    } else {
+        SandboxLoad::Failed
+    }
 }
 
 fn read_or_report(path: &Path, scope: &Scope, problems: &mut Problems) -> Option<String> {
@@ -243,9 +252,7 @@ fn load_entry(
         scope: scope.clone(),
         ..processes.clone()
     };
-    let entry_problem =
-        |key: &str, message: String| processes.problem(&format!("{entry_name}.{key}"), message);
-    let mut own = Vec::new();
+    let mut own = check_entry_keys(&processes, entry_name, entry);
     if entry_name.is_empty()
         || entry_name.contains(['/', ':', '.'])
         || entry_name.contains(char::is_whitespace)
@@ -255,30 +262,13 @@ fn load_entry(
             format!("{entry_name:?} is not a process name: use letters, digits, _ and -"),
         ));
     }
-    if entry.image.is_empty() {
-        own.push(entry_problem(
-            "image",
-            "missing key \"image\": write image: NAME (a directory in image-dir)".into(),
-        ));
-    } else if let Err(message) = check_image_name(&entry.image, sandbox.image_dir_levels) {
-        own.push(entry_problem("image", message));
-    }
-    if entry.config.as_os_str().is_empty() {
-        own.push(entry_problem(
-            "config",
-            "missing key \"config\": write config: /config/NAME.yaml".into(),
-        ));
-    } else if !entry.config.is_absolute() {
-        own.push(entry_problem(
-            "config",
-            format!(
-                "{:?} is relative: config is an absolute path inside the image",
-                entry.config.display().to_string()
-            ),
-        ));
+    if !entry.image.is_empty() {
+        if let Err(message) = check_image_name(&entry.image, sandbox.image_dir_levels) {
+            own.push(processes.problem(&format!("{entry_name}.image"), message));
+        }
     }
     if !own.is_empty() {
-        problems.0.extend(own);
+        problems.extend(own);
         return EntryLoad::Failed;
     }
     let image_root = sandbox
@@ -289,7 +279,7 @@ fn load_entry(
     let config_path = match resolve_in_root(&image_root, &entry.config) {
         Ok(path) => path,
         Err(message) => {
-            problems.push(entry_problem("config", message));
+            problems.push(processes.problem(&format!("{entry_name}.config"), message));
             return EntryLoad::Failed;
         }
     };
@@ -301,18 +291,21 @@ fn load_entry(
         text: &text,
         scope: scope.clone(),
     };
-    let container = match parse_container_text(&config, true) {
+    let container: ContainerConfig = match parse_text(&config, &text) {
         Ok(container) => container,
-        Err(more) => {
-            problems.extend(more);
+        Err(problem) => {
+            problems.push(problem);
             return EntryLoad::Failed;
         }
     };
+    // Semantic problems of the container do not stop the cross-file checks, so one run
+    // reports everything wrong with the entry.
+    let mut entry_problems = check_container(&container, &config, true);
     let secrets = match read_secrets(&container, &image_root, entry, &scope) {
         Ok(secrets) => secrets,
         Err(more) => {
-            problems.extend(more);
-            return EntryLoad::Failed;
+            entry_problems.extend(more);
+            BTreeMap::new()
         }
     };
     let input = EntryInput {
@@ -327,9 +320,15 @@ fn load_entry(
         processes: &processes,
         config: &config,
     };
-    let checked = check_entry(&input);
-    if !checked.is_empty() {
-        problems.extend(checked);
+    entry_problems.extend(check_entry(&input));
+    if entry_problems.is_empty() {
+        match instantiate(&input, 0) {
+            Ok(spec) => check_ports(&input, &spec, &mut entry_problems),
+            Err(more) => entry_problems.extend(more),
+        }
+    }
+    if !entry_problems.is_empty() {
+        problems.extend(entry_problems);
         return EntryLoad::Failed;
     }
     build_entry(&input, problems)
