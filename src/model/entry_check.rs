@@ -113,7 +113,7 @@ fn check_ids(input: &EntryInput, problems: &mut Problems) {
             return;
         }
     };
-    let group = container.group_id.unwrap_or(sandbox.default_group);
+    let group = container.group_id.or(sandbox.default_group).unwrap_or(0);
     check_id(
         input,
         "user-id",

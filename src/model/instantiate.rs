@@ -203,7 +203,7 @@ fn instantiate_container(input: &EntryInput, name: &str) -> Result<ContainerSpec
     Ok(ContainerSpec {
         kind: c.kind,
         user_id: c.user_id.or(sandbox.default_user).unwrap_or_default(),
-        group_id: c.group_id.unwrap_or(sandbox.default_group),
+        group_id: c.group_id.or(sandbox.default_group).unwrap_or(0),
         memory_limit: c.memory_limit,
         cpu_shares: c.cpu_shares,
         fileno_limit: c

@@ -36,8 +36,8 @@ pub struct SandboxConfig {
     pub default_user: Option<u32>,
     /// Allowed group ids (`allow-groups`).
     pub allow_groups: Vec<IdRange>,
-    /// Group id when a container sets none (`default-group`).
-    pub default_group: u32,
+    /// Group id when a container sets none (`default-group`); 0 when not written.
+    pub default_group: Option<u32>,
     /// Allowed TCP ports (`allow-tcp-ports`).
     pub allow_tcp_ports: Vec<IdRange>,
     /// Extra `/etc/hosts` lines (`additional-hosts`).
@@ -75,7 +75,7 @@ impl Default for SandboxConfig {
             allow_users: Vec::new(),
             default_user: None,
             allow_groups: Vec::new(),
-            default_group: 0,
+            default_group: None,
             allow_tcp_ports: Vec::new(),
             additional_hosts: BTreeMap::new(),
             uid_map: Vec::new(),
@@ -158,7 +158,7 @@ fn visit_sandbox<'de, A: MapAccess<'de>>(mut map: A) -> Result<SandboxConfig, A:
             "allow-users" => s.allow_users = map.next_value::<List<_>>()?.0,
             "default-user" => s.default_user = map.next_value::<Opt<_>>()?.0,
             "allow-groups" => s.allow_groups = map.next_value::<List<_>>()?.0,
-            "default-group" => s.default_group = map.next_value::<P<_>>()?.0,
+            "default-group" => s.default_group = map.next_value::<Opt<_>>()?.0,
             "allow-tcp-ports" => s.allow_tcp_ports = map.next_value::<List<_>>()?.0,
             "additional-hosts" => {
                 s.additional_hosts = map
@@ -322,8 +322,8 @@ impl SandboxConfig {
                 ));
             }
         }
-        if self.default_group != 0 || !self.allow_groups.is_empty() {
-            let group = self.default_group;
+        // An unwritten default-group (0) is checked only where a container uses it.
+        if let Some(group) = self.default_group {
             if !in_ranges(&self.allow_groups, group.into()) {
                 problems.push(context.problem(
                     "default-group",
