@@ -268,3 +268,15 @@ fn fingerprint_is_hex_and_deterministic() {
         serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
     assert_eq!(first, fingerprint(&roundtrip));
 }
+
+/// The fingerprint of a fixed spec is pinned: a change here restarts every instance of
+/// every deployment after an upgrade, so it must come with a new encoding version.
+#[test]
+fn fingerprint_pinned_across_versions() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/model/launch_spec.json");
+    let spec: LaunchSpec = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(
+        fingerprint(&spec),
+        "1b18831e90dfb61da152e7b26ee31d51550935173fccdcaad1832f8ab9c6937e"
+    );
+}

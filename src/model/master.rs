@@ -128,6 +128,12 @@ fn visit_master<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawMaster, A::Erro
 
 struct_deserialize!(RawMaster, "the master config (a mapping)", visit_master);
 
+/// Facilities accepted by `syslog-facility`, as syslog(3) names them.
+const SYSLOG_FACILITIES: &[&str] = &[
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+];
+
 /// Log levels accepted by `log-level`.
 pub(crate) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
@@ -207,6 +213,17 @@ pub fn parse_master(path: &Path, text: &str) -> Result<MasterConfig, Problems> {
     let devfs_dir = raw
         .devfs_dir
         .unwrap_or_else(|| PathBuf::from("/var/lib/lithos/dev"));
+    if let Some(facility) = &raw.syslog_facility {
+        if !SYSLOG_FACILITIES.contains(&facility.as_str()) {
+            problems.push(context.problem(
+                "syslog-facility",
+                format!(
+                    "{facility:?} is not a syslog facility: use one of {}",
+                    SYSLOG_FACILITIES.join(", ")
+                ),
+            ));
+        }
+    }
     if !devfs_dir.is_absolute() {
         problems.push(context.problem("devfs-dir", "devfs-dir must be an absolute path"));
     }

@@ -378,6 +378,17 @@ impl SandboxConfig {
                 }
             }
         }
+        if let Some(key) = &self.secrets_private_key {
+            if !key.is_absolute() {
+                problems.push(context.problem(
+                    "secrets-private-key",
+                    format!(
+                        "{:?} is relative: secrets-private-key must be an absolute path",
+                        key.display().to_string()
+                    ),
+                ));
+            }
+        }
         if let Some(network) = &self.bridged_network {
             if let Some(first) = network.after_setup_command.first() {
                 if !first.starts_with('/') {

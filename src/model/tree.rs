@@ -93,12 +93,29 @@ pub fn load_tree(master_path: &Path, options: &LoadOptions) -> Result<ConfigTree
         let load = load_sandbox(&master, &name, &path, options, &mut problems);
         sandboxes.insert(name, load);
     }
+    sort_in_file_order(&mut problems);
     Ok(ConfigTree {
         master_path,
         master,
         sandboxes,
         problems,
     })
+}
+
+/// Orders problems by file (in the order files were first reported) and by line within a
+/// file, because checks run by concept rather than by position.
+fn sort_in_file_order(problems: &mut Problems) {
+    let mut first_seen: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    for (index, problem) in problems.0.iter().enumerate() {
+        first_seen.entry(problem.file.clone()).or_insert(index);
+    }
+    problems.0.sort_by_key(|problem| {
+        (
+            first_seen[&problem.file],
+            problem.line.unwrap_or(0),
+            problem.column.unwrap_or(0),
+        )
+    });
 }
 
 /// Lists `sandboxes-dir/*.yaml` sorted by name.
