@@ -50,8 +50,19 @@ fn tree(dir: &Path, port: &str) -> PathBuf {
     root.join("master.yaml")
 }
 
+/// Runs the copied binary. Another test thread may fork while a copy is still open for
+/// writing, which makes exec fail with ETXTBSY until that child execs, so retry briefly.
 fn run(check: &Path, args: &[&str]) -> Output {
-    Command::new(check).args(args).output().unwrap()
+    for _ in 0..50 {
+        match Command::new(check).args(args).output() {
+            Ok(output) => return output,
+            Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(error) => panic!("cannot run {}: {error}", check.display()),
+        }
+    }
+    panic!("{} stayed busy for 5 s", check.display());
 }
 
 fn stdout(output: &Output) -> String {

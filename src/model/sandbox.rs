@@ -297,7 +297,8 @@ pub fn valid_namespace(value: &str) -> bool {
 }
 
 impl SandboxConfig {
-    /// Checks what one sandbox file can check alone; `require` asks for `image-dir`.
+    /// Checks the sandbox file on its own. With `require`, a missing `image-dir` is a
+    /// problem (documentation snippets leave it out).
     pub(crate) fn check(&self, context: &FileContext, require: bool) -> Problems {
         let mut problems = Problems::default();
         if require && self.image_dir.is_none() {
@@ -311,6 +312,12 @@ impl SandboxConfig {
                 "0 is not allowed: image-dir-levels is at least 1",
             ));
         }
+        self.check_defaults(context, &mut problems);
+        self.check_paths(context, &mut problems);
+        problems
+    }
+
+    fn check_defaults(&self, context: &FileContext, problems: &mut Problems) {
         if let Some(user) = self.default_user {
             if !in_ranges(&self.allow_users, user.into()) {
                 problems.push(context.problem(
@@ -361,6 +368,9 @@ impl SandboxConfig {
                 ),
             ));
         }
+    }
+
+    fn check_paths(&self, context: &FileContext, problems: &mut Problems) {
         for (key, paths) in [
             ("readonly-paths", &self.readonly_paths),
             ("writable-paths", &self.writable_paths),
@@ -399,6 +409,5 @@ impl SandboxConfig {
                 }
             }
         }
-        problems
     }
 }

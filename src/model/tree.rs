@@ -38,7 +38,7 @@ pub struct ConfigTree {
     pub problems: Problems,
 }
 
-/// What became of one sandbox.
+/// Result of loading one sandbox.
 #[derive(Clone, Debug)]
 pub enum SandboxLoad {
     /// The sandbox and its processes file loaded; entries may still have failed.
@@ -50,7 +50,7 @@ pub enum SandboxLoad {
     Failed,
 }
 
-/// What became of one process entry.
+/// Result of loading one process entry.
 #[derive(Clone, Debug)]
 pub enum EntryLoad {
     /// A daemon and its instances (none when `instances: 0`).
@@ -83,7 +83,8 @@ impl ConfigTree {
     }
 }
 
-/// Loads the tree of `master_path`; fails only when the master config cannot be loaded.
+/// Loads the tree of `master_path`. It fails only when the master config cannot be
+/// loaded; every other problem is listed in the returned tree.
 pub fn load_tree(master_path: &Path, options: &LoadOptions) -> Result<ConfigTree, Problems> {
     let master_path = absolute(master_path);
     let master = load_master(&master_path)?;
@@ -269,38 +270,9 @@ fn load_entry(
         scope: scope.clone(),
         ..processes.clone()
     };
-    let mut own = check_entry_keys(&processes, entry_name, entry);
-    if entry_name.is_empty()
-        || entry_name.contains(['/', ':', '.'])
-        || entry_name.contains(char::is_whitespace)
-    {
-        own.push(processes.problem(
-            entry_name,
-            format!("{entry_name:?} is not a process name: use letters, digits, _ and -"),
-        ));
-    }
-    if !entry.image.is_empty() {
-        if let Err(message) = check_image_name(&entry.image, sandbox.image_dir_levels) {
-            own.push(processes.problem(&format!("{entry_name}.image"), message));
-        }
-    }
-    if !own.is_empty() {
-        problems.extend(own);
-        return EntryLoad::Failed;
-    }
-    let image_root = sandbox
-        .image_dir
-        .clone()
-        .unwrap_or_default()
-        .join(&entry.image);
-    let config_path = match resolve_in_root(&image_root, &entry.config) {
-        Ok(path) => path,
-        Err(message) => {
-            problems.push(processes.problem(&format!("{entry_name}.config"), message));
-            return EntryLoad::Failed;
-        }
-    };
-    let Some(text) = read_or_report(&config_path, &scope, problems) else {
+    let Some((image_root, config_path, text)) =
+        read_entry_config(sandbox, entry_name, entry, &processes, problems)
+    else {
         return EntryLoad::Failed;
     };
     let config = FileContext {
@@ -349,6 +321,50 @@ fn load_entry(
         return EntryLoad::Failed;
     }
     build_entry(&input, problems)
+}
+
+/// Checks the entry's own keys and reads its container config from the image; returns the
+/// image root, the config's host path and its text.
+fn read_entry_config(
+    sandbox: &SandboxConfig,
+    entry_name: &str,
+    entry: &ProcessEntry,
+    processes: &FileContext,
+    problems: &mut Problems,
+) -> Option<(PathBuf, PathBuf, String)> {
+    let mut own = check_entry_keys(processes, entry_name, entry);
+    if entry_name.is_empty()
+        || entry_name.contains(['/', ':', '.'])
+        || entry_name.contains(char::is_whitespace)
+    {
+        own.push(processes.problem(
+            entry_name,
+            format!("{entry_name:?} is not a process name: use letters, digits, _ and -"),
+        ));
+    }
+    if !entry.image.is_empty() {
+        if let Err(message) = check_image_name(&entry.image, sandbox.image_dir_levels) {
+            own.push(processes.problem(&format!("{entry_name}.image"), message));
+        }
+    }
+    if !own.is_empty() {
+        problems.extend(own);
+        return None;
+    }
+    let image_root = sandbox
+        .image_dir
+        .clone()
+        .unwrap_or_default()
+        .join(&entry.image);
+    let config_path = match resolve_in_root(&image_root, &entry.config) {
+        Ok(path) => path,
+        Err(message) => {
+            problems.push(processes.problem(&format!("{entry_name}.config"), message));
+            return None;
+        }
+    };
+    let text = read_or_report(&config_path, &processes.scope, problems)?;
+    Some((image_root, config_path, text))
 }
 
 fn build_entry(input: &EntryInput, problems: &mut Problems) -> EntryLoad {
