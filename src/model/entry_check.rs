@@ -92,17 +92,22 @@ fn check_variables(input: &EntryInput, problems: &mut Problems) {
 fn check_ids(input: &EntryInput, problems: &mut Problems) {
     let container = input.container;
     let sandbox = input.sandbox;
-    if !sandbox.uid_map.is_empty() && !container.uid_map.is_empty() {
-        problems.push(input.config.problem(
-            "uid-map",
-            "uid-map is set in both the sandbox and the container: keep one",
-        ));
+    let mut both = false;
+    for (key, in_sandbox, in_container) in [
+        ("uid-map", &sandbox.uid_map, &container.uid_map),
+        ("gid-map", &sandbox.gid_map, &container.gid_map),
+    ] {
+        if !in_sandbox.is_empty() && !in_container.is_empty() {
+            both = true;
+            problems.push(input.config.problem(
+                key,
+                format!("{key} is set in both the sandbox and the container: keep one"),
+            ));
+        }
     }
-    if !sandbox.gid_map.is_empty() && !container.gid_map.is_empty() {
-        problems.push(input.config.problem(
-            "gid-map",
-            "gid-map is set in both the sandbox and the container: keep one",
-        ));
+    if both {
+        // Which ids are valid depends on which map stays, so checking them now misleads.
+        return;
     }
     let user = match container.user_id.or(sandbox.default_user) {
         Some(user) => user,

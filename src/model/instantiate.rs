@@ -124,9 +124,18 @@ fn merged_namespaces(sandbox: &SandboxConfig, entry: &ProcessEntry) -> Vec<Strin
     namespaces
 }
 
-fn instantiate_container(input: &EntryInput, name: &str) -> Result<ContainerSpec, Problems> {
+/// The fields of a container config that variables are substituted in.
+struct Substituted {
+    arguments: Vec<String>,
+    environ: BTreeMap<String, String>,
+    pid_environ: Vec<String>,
+    tcp_ports: BTreeMap<i32, TcpPortSpec>,
+}
+
+/// Substitutes variables in arguments, environ values and tcp-ports keys, and expands the
+/// systemd activation shortcut.
+fn substitute_fields(input: &EntryInput, name: &str) -> Result<Substituted, Problems> {
     let c = input.container;
-    let sandbox = input.sandbox;
     let mut problems = Problems::default();
     let mut values: BTreeMap<&str, String> = BTreeMap::new();
     for declared in c.variables.keys() {
@@ -146,25 +155,25 @@ fn instantiate_container(input: &EntryInput, name: &str) -> Result<ContainerSpec
             String::new()
         })
     };
-    let arguments = c
-        .arguments
-        .iter()
-        .enumerate()
-        .map(|(i, argument)| sub(&format!("arguments[{i}]"), argument, &mut problems))
-        .collect();
-    let mut environ = BTreeMap::new();
-    let mut pid_environ = Vec::new();
+    let mut result = Substituted {
+        arguments: Vec::new(),
+        environ: BTreeMap::new(),
+        pid_environ: Vec::new(),
+        tcp_ports: BTreeMap::new(),
+    };
+    for (i, argument) in c.arguments.iter().enumerate() {
+        result
+            .arguments
+            .push(sub(&format!("arguments[{i}]"), argument, &mut problems));
+    }
     for (key, value) in &c.environ {
         if is_pid_value(value) {
-            pid_environ.push(key.clone());
+            result.pid_environ.push(key.clone());
         } else {
-            environ.insert(
-                key.clone(),
-                sub(&format!("environ.{key}"), value, &mut problems),
-            );
+            let value = sub(&format!("environ.{key}"), value, &mut problems);
+            result.environ.insert(key.clone(), value);
         }
     }
-    let mut tcp_ports = BTreeMap::new();
     for (written, settings) in &c.tcp_ports {
         let key = format!("tcp-ports.{written}");
         let text = sub(&key, written, &mut problems);
@@ -175,30 +184,41 @@ fn instantiate_container(input: &EntryInput, name: &str) -> Result<ContainerSpec
             ));
             continue;
         };
-        tcp_ports.insert(
+        let spec = TcpPortSpec {
+            port,
+            host: settings.host,
             fd,
-            TcpPortSpec {
-                port,
-                host: settings.host,
-                fd,
-                listen_backlog: settings.listen_backlog,
-                reuse_addr: settings.reuse_addr,
-                reuse_port: settings.reuse_port,
-                set_non_block: settings.set_non_block,
-                external: settings.external,
-            },
-        );
+            listen_backlog: settings.listen_backlog,
+            reuse_addr: settings.reuse_addr,
+            reuse_port: settings.reuse_port,
+            set_non_block: settings.set_non_block,
+            external: settings.external,
+        };
+        result.tcp_ports.insert(fd, spec);
     }
     add_systemd_ports(
         input,
-        &mut tcp_ports,
-        &mut environ,
-        &mut pid_environ,
+        &mut result.tcp_ports,
+        &mut result.environ,
+        &mut result.pid_environ,
         &mut problems,
     );
-    if !problems.is_empty() {
-        return Err(problems);
+    if problems.is_empty() {
+        Ok(result)
+    } else {
+        Err(problems)
     }
+}
+
+fn instantiate_container(input: &EntryInput, name: &str) -> Result<ContainerSpec, Problems> {
+    let c = input.container;
+    let sandbox = input.sandbox;
+    let Substituted {
+        arguments,
+        environ,
+        pid_environ,
+        tcp_ports,
+    } = substitute_fields(input, name)?;
     let hosts = &c.hosts_file;
     Ok(ContainerSpec {
         kind: c.kind,

@@ -273,6 +273,11 @@ struct_deserialize!(
 impl<'de> serde::Deserialize<'de> for IdMapLine {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let fields = IdMapFields::deserialize(deserializer)?;
+        if fields.count == Some(0) {
+            return Err(de::Error::custom(
+                "count 0 maps no ids: write a count of 1 or more",
+            ));
+        }
         match (fields.inside, fields.outside, fields.count) {
             (Some(inside), Some(outside), Some(count)) => Ok(IdMapLine(IdMap { inside, outside, count })),
             _ => Err(de::Error::custom(

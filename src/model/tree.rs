@@ -213,8 +213,16 @@ fn load_sandbox(
             return SandboxLoad::Failed;
         }
     };
+    let duplicates = duplicate_addresses(&parsed, &processes);
     let mut entries = BTreeMap::new();
     for (entry_name, entry) in parsed {
+        if duplicates
+            .iter()
+            .any(|problem| problem.scope == Scope::Entry(name.to_string(), entry_name.clone()))
+        {
+            entries.insert(entry_name, EntryLoad::Failed);
+            continue;
+        }
         let load = match entry {
             Ok(entry) => load_entry(
                 master,
@@ -232,11 +240,47 @@ fn load_sandbox(
         };
         entries.insert(entry_name, load);
     }
+    problems.extend(Problems(duplicates));
     if sandbox_valid {
         SandboxLoad::Loaded { entries }
     } else {
         SandboxLoad::Failed
     }
+}
+
+/// Reports an ip address given to more than one instance of the sandbox; both entries that
+/// use it fail, since neither can be started safely.
+fn duplicate_addresses(
+    parsed: &BTreeMap<String, Result<ProcessEntry, Problem>>,
+    processes: &FileContext,
+) -> Vec<Problem> {
+    let mut owners: BTreeMap<std::net::IpAddr, Vec<&str>> = BTreeMap::new();
+    for (name, entry) in parsed {
+        if let Ok(entry) = entry {
+            for address in &entry.ip_addresses {
+                owners.entry(*address).or_default().push(name);
+            }
+        }
+    }
+    let Scope::Sandbox(sandbox) = &processes.scope else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for (address, names) in owners.iter().filter(|(_, names)| names.len() > 1) {
+        let mut unique = names.clone();
+        unique.dedup();
+        for name in unique {
+            let context = FileContext {
+                scope: Scope::Entry(sandbox.clone(), name.to_string()),
+                ..processes.clone()
+            };
+            found.push(context.problem(
+                &format!("{name}.ip-addresses"),
+                format!("{address} is given {} times in this sandbox: give each instance its own address", names.len()),
+            ));
+        }
+    }
+    found
 }
 
 fn read_or_report(path: &Path, scope: &Scope, problems: &mut Problems) -> Option<String> {
