@@ -1,6 +1,7 @@
 //! Loading whole config trees built in a temporary directory.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use lithos::model::{load_tree, EntryLoad, LoadOptions, SandboxLoad};
@@ -145,7 +146,7 @@ fn tree_cross_file_checks() {
         (
             "",
             "",
-            "user-id: 1\nexecutable: /x\nsecret-environ: {A: \"v2:a:b:c:d\"}\n",
+            "user-id: 1\nexecutable: /x\nsecret-environ: {A: \"v2:ROit92I5:82HdsExJ:Gd3ocJsr:Hp3p\"}\n",
             "secret-environ",
             "secrets-private-key",
         ),
@@ -264,24 +265,91 @@ fn tree_config_symlink_stays_in_image() {
     assert_eq!(tree.desired_instances().count(), 1);
 }
 
+/// Installs the test key with mode 0600 and returns its path and an encrypter.
+fn test_key(dir: &Path) -> (std::path::PathBuf, impl Fn(&str, &str) -> String) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/secrets");
+    let key = dir.join("secret.key");
+    fs::copy(fixtures.join("test_key_1"), &key).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let public = lithos::secrets::PublicKey::read_file(&fixtures.join("test_key_1.pub")).unwrap();
+    let encrypt = move |namespace: &str, secret: &str| {
+        lithos::secrets::encrypt(&public, namespace, secret.as_bytes()).unwrap()
+    };
+    (key, encrypt)
+}
+
+fn is_root(reason: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    println!("skipped: needs root ({reason})");
+    false
+}
+
 #[test]
 fn tree_secret_environ_file_read() {
+    if !is_root("the secrets key must be owned by root") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let sandbox = format!("{SANDBOX}secrets-private-key: /etc/key\nsecrets-namespaces: [a]\n");
+    let (key, encrypt) = test_key(dir.path());
+    let sandbox = format!(
+        "{SANDBOX}secrets-private-key: {}\nsecrets-namespaces: [a]\n",
+        key.display()
+    );
     let processes = "a:\n  image: img\n  config: /config/a.yaml\n  extra-secrets-namespaces: [b]\n";
     let container = "user-id: 1\nexecutable: /x\nsecret-environ-file: secrets.yaml\n";
-    let secrets = "PASS: v2:a:b:c:d\nMANY: [v2:a:b:c:d, v2:e:f:g:h]\n";
+    let secrets = format!(
+        "PASS: {}\nMANY: [{}, {}]\n",
+        encrypt("a", "p"),
+        encrypt("c", "x"),
+        encrypt("b", "y")
+    );
     let tree = load(
         dir.path(),
         &sandbox,
         processes,
-        &[("a.yaml", container), ("secrets.yaml", secrets)],
+        &[("a.yaml", container), ("secrets.yaml", &secrets)],
     );
     assert!(tree.problems.is_empty(), "{}", tree.problems);
     let spec = &tree.desired_instances().next().unwrap().spec;
-    assert_eq!(spec.container.secret_environ["PASS"], ["v2:a:b:c:d"]);
+    assert_eq!(spec.container.secret_environ["PASS"].len(), 1);
     assert_eq!(spec.container.secret_environ["MANY"].len(), 2);
     assert_eq!(spec.secrets_namespaces, ["a", "b"]);
+}
+
+#[test]
+fn tree_secrets_checked_against_namespaces_and_key() {
+    if !is_root("the secrets key must be owned by root") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (key, encrypt) = test_key(dir.path());
+    let sandbox = format!(
+        "{SANDBOX}secrets-private-key: {}\nsecrets-namespaces: [a]\n",
+        key.display()
+    );
+    let processes = "a:\n  image: img\n  config: /config/a.yaml\n";
+    let container = format!(
+        "user-id: 1\nexecutable: /x\nsecret-environ:\n  A: {}\n",
+        encrypt("other", "p")
+    );
+    let tree = load(dir.path(), &sandbox, processes, &[("a.yaml", &container)]);
+    assert_one_problem(&tree, "secret-environ.A", "allowed namespace");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_, encrypt) = test_key(dir.path());
+    let other_key = dir.path().join("other.key");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/secrets");
+    fs::copy(fixtures.join("test_key_2"), &other_key).unwrap();
+    fs::set_permissions(&other_key, fs::Permissions::from_mode(0o600)).unwrap();
+    let sandbox = format!("{SANDBOX}secrets-private-key: {}\n", other_key.display());
+    let container = format!(
+        "user-id: 1\nexecutable: /x\nsecret-environ:\n  A: {}\n",
+        encrypt("", "p")
+    );
+    let tree = load(dir.path(), &sandbox, processes, &[("a.yaml", &container)]);
+    assert_one_problem(&tree, "secret-environ", "cannot decrypt");
 }
 
 #[test]

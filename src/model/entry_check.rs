@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::instantiate::EntryInput;
 use super::problems::Problems;
 use super::sandbox::valid_namespace;
+use super::secrets_check::check_entry_secrets;
 use super::spec::{ContainerKind, EntryKind, IdMap, LaunchSpec, Volume};
 use super::tags::{Activation, VariableType};
 use super::units::{format_ranges, in_ranges, IdRange};
@@ -27,12 +28,9 @@ pub(crate) fn check_entry(input: &EntryInput) -> Problems {
             ));
         }
     }
-    if !input.secrets.is_empty() && input.sandbox.secrets_private_key.is_none() {
-        problems.push(input.config.problem(
-            "secret-environ",
-            "secrets need a key: set secrets-private-key in the sandbox config",
-        ));
-    }
+    let mut secret_problems = Problems::default();
+    check_entry_secrets(input, &input.namespaces(), &mut secret_problems);
+    problems.extend(secret_problems);
     problems
 }
 

@@ -38,6 +38,11 @@ impl EntryInput<'_> {
         format!("{}.{key}", self.entry_name)
     }
 
+    /// Returns the allowed secret namespaces: the sandbox's plus the entry's extra ones.
+    pub(crate) fn namespaces(&self) -> Vec<String> {
+        merged_namespaces(self.sandbox, self.entry)
+    }
+
     /// Returns true when a port of this entry binds inside the bridged network.
     pub(crate) fn internal_port(&self, external: bool) -> bool {
         self.sandbox.bridged_network.is_some() && !external

@@ -16,6 +16,7 @@ pub mod process;
 mod read;
 pub mod sandbox;
 mod scalar;
+mod secrets_check;
 pub mod spec;
 pub mod tags;
 mod tree;
