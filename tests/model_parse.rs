@@ -373,4 +373,8 @@ fn merge_keys_are_applied() {
     let text = "base: &base {image: x, config: /c.yaml}\na:\n  <<: *base\n  instances: 2\n";
     let found = problems(text, FileKind::Processes);
     assert!(found.is_empty(), "{found}");
+    let text = "_base: &base {image: x, config: /c.yaml}\nsize: 1\nvolumes:\n  /t: !Tmpfs {size: 1m}\n<<: {}\n";
+    let problem = first_problem(text, FileKind::Container);
+    assert_eq!(problem.key, "size");
+    assert_eq!(problem.line, Some(2));
 }

@@ -18,7 +18,7 @@ use super::units::{parse_int, parse_seconds, IdRange};
 
 /// A value that is written as one YAML scalar.
 pub(crate) trait Scalar: Sized {
-    /// What the value is, for messages: "an integer", "a path".
+    /// Description of the expected value for messages, such as "an integer".
     const EXPECTED: &'static str;
 
     fn from_str(text: &str) -> Result<Self, String>;

@@ -161,40 +161,13 @@ fn load_sandbox(
     problems: &mut Problems,
 ) -> SandboxLoad {
     let scope = Scope::Sandbox(name.to_string());
-    let Some(text) = read_or_report(path, &scope, problems) else {
+    let Some((sandbox, sandbox_valid)) = read_sandbox(name, path, problems) else {
         return SandboxLoad::Failed;
     };
-    let context = FileContext {
-        path,
-        text: &text,
-        scope: scope.clone(),
-    };
-    if name.contains(':') || name.contains(char::is_whitespace) {
-        problems.push(context.file_problem(format!(
-            "{name:?} is not a sandbox name: rename the file without ':' or spaces"
-        )));
-        return SandboxLoad::Failed;
-    }
-    let mut sandbox: SandboxConfig = match parse_text(&context, &text) {
-        Ok(sandbox) => sandbox,
-        Err(problem) => {
-            problems.push(problem);
-            return SandboxLoad::Failed;
-        }
-    };
-    // A sandbox with problems still has its entries checked, so one run reports all.
-    let own = sandbox.check(&context, true);
-    let sandbox_valid = own.is_empty();
-    problems.extend(own);
-    if sandbox.image_dir.is_none() {
-        return SandboxLoad::Failed;
-    }
-    let base = path.parent().unwrap_or(Path::new("/"));
-    sandbox.image_dir = sandbox.image_dir.map(|dir| base.join(dir));
     let processes_path = match &options.alternate {
         Some((sandbox_name, alternate)) if sandbox_name == name => absolute(alternate),
         _ => match &sandbox.config_file {
-            Some(file) => base.join(file),
+            Some(file) => path.parent().unwrap_or(Path::new("/")).join(file),
             None => master.processes_dir.join(format!("{name}.yaml")),
         },
     };
@@ -246,6 +219,39 @@ fn load_sandbox(
     } else {
         SandboxLoad::Failed
     }
+}
+
+/// Reads and checks a sandbox file; returns the sandbox with `image-dir` resolved and
+/// whether it is valid. A sandbox with problems is still returned when it names an
+/// image-dir, so its entries are checked too and one run reports everything.
+fn read_sandbox(name: &str, path: &Path, problems: &mut Problems) -> Option<(SandboxConfig, bool)> {
+    let scope = Scope::Sandbox(name.to_string());
+    let text = read_or_report(path, &scope, problems)?;
+    let context = FileContext {
+        path,
+        text: &text,
+        scope,
+    };
+    if name.contains(':') || name.contains(char::is_whitespace) {
+        problems.push(context.file_problem(format!(
+            "{name:?} is not a sandbox name: rename the file without ':' or spaces"
+        )));
+        return None;
+    }
+    let mut sandbox: SandboxConfig = match parse_text(&context, &text) {
+        Ok(sandbox) => sandbox,
+        Err(problem) => {
+            problems.push(problem);
+            return None;
+        }
+    };
+    let own = sandbox.check(&context, true);
+    let valid = own.is_empty();
+    problems.extend(own);
+    let base = path.parent().unwrap_or(Path::new("/"));
+    let image_dir = sandbox.image_dir.take()?;
+    sandbox.image_dir = Some(base.join(image_dir));
+    Some((sandbox, valid))
 }
 
 /// Reports an ip address given to more than one instance of the sandbox; both entries that
