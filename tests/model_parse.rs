@@ -258,11 +258,24 @@ fn nil_means_null() {
 
 #[test]
 fn environ_values_stay_strings() {
-    let config = container("executable: /x\nenviron:\n  A: 1\n  B: \"0o7\"\n  C: true\n  D: 1.5\n");
+    let text =
+        "executable: /x\nenviron:\n  A: 1\n  B: 0o7\n  C: true\n  D: 1.10\n  E: 010\n  F: \"\"\n";
+    let config = container(text);
     assert_eq!(config.environ["A"], "1");
     assert_eq!(config.environ["B"], "0o7");
     assert_eq!(config.environ["C"], "true");
-    assert_eq!(config.environ["D"], "1.5");
+    assert_eq!(config.environ["D"], "1.10");
+    assert_eq!(config.environ["E"], "010");
+    assert_eq!(config.environ["F"], "");
+    let merged = format!("{text}_x: &x {{a: 1}}\nmetadata:\n  <<: *x\nworkdir: null\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("merged.yaml");
+    std::fs::write(&path, merged).unwrap();
+    let config = lithos::model::files::check_container_file(&path).unwrap();
+    assert_eq!(config.environ["A"], "1");
+    assert_eq!(config.environ["C"], "true");
+    assert_eq!(config.environ["F"], "");
+    assert_eq!(config.workdir, None);
 }
 
 #[test]

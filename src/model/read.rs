@@ -40,13 +40,14 @@ pub(crate) fn parse_text<T: DeserializeOwned>(
         let mut value: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| context.yaml_problem(&e))?;
         value.apply_merge().map_err(|e| context.yaml_problem(&e))?;
-        return serde_yaml::from_value(value).map_err(|error| {
-            // A `Value` keeps no positions, so place the error by its key path instead.
+        // Parsing the merged tree as text again keeps one code path for every file. Its
+        // positions refer to the regenerated text, so errors are placed by key path.
+        let merged = serde_yaml::to_string(&value).map_err(|e| context.yaml_problem(&e))?;
+        return serde_yaml::from_str(&merged).map_err(|error| {
             let mut problem = context.yaml_problem(&error);
-            if let Some((line, column)) = locate_key(text, &problem.key) {
-                problem.line = Some(line);
-                problem.column = Some(column);
-            }
+            let position = locate_key(text, &problem.key);
+            problem.line = position.map(|(line, _)| line);
+            problem.column = position.map(|(_, column)| column);
             problem
         });
     }

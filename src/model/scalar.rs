@@ -21,6 +21,10 @@ pub(crate) trait Scalar: Sized {
     /// Description of the expected value for messages, such as "an integer".
     const EXPECTED: &'static str;
 
+    /// Read the scalar's text as written, so `0o755` or `1.10` in an environ value stays
+    /// exactly that text instead of being resolved as a number first.
+    const RAW: bool = false;
+
     fn from_str(text: &str) -> Result<Self, String>;
 
     fn from_u64(value: u64) -> Result<Self, String> {
@@ -110,7 +114,12 @@ impl<'de, T: Scalar> Deserialize<'de> for P<T> {
             optional: false,
             marker: PhantomData,
         };
-        match deserializer.deserialize_any(visitor)? {
+        let value = if T::RAW {
+            deserializer.deserialize_str(visitor)?
+        } else {
+            deserializer.deserialize_any(visitor)?
+        };
+        match value {
             Some(value) => Ok(P(value)),
             None => Err(de::Error::custom(format!(
                 "a value is missing: write {}",
@@ -126,12 +135,17 @@ impl<'de, T: Scalar> Deserialize<'de> for Opt<T> {
             optional: true,
             marker: PhantomData,
         };
-        deserializer.deserialize_any(visitor).map(Opt)
+        if T::RAW {
+            deserializer.deserialize_str(visitor).map(Opt)
+        } else {
+            deserializer.deserialize_any(visitor).map(Opt)
+        }
     }
 }
 
 impl Scalar for String {
     const EXPECTED: &'static str = "a string";
+    const RAW: bool = true;
 
     fn from_str(text: &str) -> Result<Self, String> {
         Ok(text.to_string())
@@ -148,6 +162,7 @@ impl Scalar for String {
 
 impl Scalar for PathBuf {
     const EXPECTED: &'static str = "a path";
+    const RAW: bool = true;
 
     fn from_str(text: &str) -> Result<Self, String> {
         if text.is_empty() {
