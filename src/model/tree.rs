@@ -384,12 +384,13 @@ fn read_entry_config(
 ) -> Option<(PathBuf, PathBuf, String)> {
     let mut own = check_entry_keys(processes, entry_name, entry);
     if entry_name.is_empty()
-        || entry_name.contains(['/', ':', '.'])
+        || entry_name.contains(['/', ':'])
         || entry_name.contains(char::is_whitespace)
     {
+        // '/' and ':' separate the parts of instance names and cgroup leaves.
         own.push(processes.problem(
             entry_name,
-            format!("{entry_name:?} is not a process name: use letters, digits, _ and -"),
+            format!("{entry_name:?} is not a process name: use no '/', ':' or spaces"),
         ));
     }
     if !entry.image.is_empty() {
