@@ -68,8 +68,8 @@ fn tree_simple_loads() {
     assert_eq!(spec.name, "app/cmd.shell.0");
 }
 
-/// Writes a tree whose sandbox `s` has the given sandbox text (image-dir is added), processes
-/// text, and container configs under image `img`; returns the loaded tree.
+/// Writes and loads a tree with one sandbox `s`. The sandbox text gets an image-dir, and the
+/// container configs go into image `img`.
 fn load(
     dir: &Path,
     sandbox: &str,
