@@ -382,6 +382,18 @@ fn processes_bad_entry_keeps_others() {
 }
 
 #[test]
+fn processes_dotted_name_error_stays_in_entry() {
+    let text = "web.v2:\n  image: x\n  config: /c.yaml\n  instances: lots\nweb:\n  image: y\n  config: /c.yaml\n";
+    let found = problems(text, FileKind::Processes);
+    assert_eq!(found.len(), 1, "{found}");
+    assert_eq!(found.0[0].key, "web.v2.instances");
+    assert_eq!(
+        found.0[0].scope,
+        lithos::model::Scope::Entry("f".into(), "web.v2".into())
+    );
+}
+
+#[test]
 fn merge_keys_are_applied() {
     let text = "base: &base {image: x, config: /c.yaml}\na:\n  <<: *base\n  instances: 2\n";
     let found = problems(text, FileKind::Processes);

@@ -125,7 +125,17 @@ pub(crate) fn parse_processes(
         serde_yaml::Value::Null => return Ok(BTreeMap::new()),
         _ => return Err(first_error),
     };
-    let failed_name = first_error.key.split('.').next().unwrap_or("").to_string();
+    // Names may contain dots, so match whole names against the start of the key path.
+    let failed_name = mapping
+        .keys()
+        .filter_map(|key| match key {
+            serde_yaml::Value::String(name) => Some(name.clone()),
+            serde_yaml::Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        })
+        .filter(|name| first_error.key == *name || first_error.key.starts_with(&format!("{name}.")))
+        .max_by_key(String::len)
+        .unwrap_or_default();
     let mut entries = BTreeMap::new();
     for (name, entry) in mapping {
         let name = match name {
