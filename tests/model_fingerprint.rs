@@ -81,9 +81,36 @@ proptest! {
 
 type Mutation = (&'static str, fn(&mut LaunchSpec));
 
+/// Returns the socket with the lowest fd; changes go through it so they compose.
+fn first_port(spec: &mut LaunchSpec) -> &mut lithos::model::spec::TcpPortSpec {
+    spec.container.tcp_ports.values_mut().next().unwrap()
+}
+
 /// One change per fingerprinted field of the spec.
 const CHANGES: &[Mutation] = &[
+    ("version", |s| s.version += 1),
     ("name", |s| s.name.push('x')),
+    ("sandbox", |s| s.sandbox.push('x')),
+    ("process", |s| s.process.push('x')),
+    ("entry_kind", |s| {
+        s.entry_kind = lithos::model::spec::EntryKind::Command
+    }),
+    ("network", |s| {
+        s.network = Some(lithos::model::spec::NetworkSpec {
+            bridge: "br0".into(),
+            network: "10.0.0.0/24".into(),
+            default_gateway: None,
+            after_setup_command: Vec::new(),
+            ip_address: None,
+        })
+    }),
+    ("gid_map", |s| {
+        s.container.gid_map.push(lithos::model::spec::IdMap {
+            inside: 0,
+            outside: 1,
+            count: 1,
+        })
+    }),
     ("image", |s| s.image.push('x')),
     ("image_root", |s| s.image_root.push("x")),
     ("config_path", |s| s.config_path.push("x")),
@@ -128,23 +155,18 @@ const CHANGES: &[Mutation] = &[
     ("volumes", |s| {
         s.container.volumes.remove(Path::new("/tmp"));
     }),
-    ("port", |s| {
-        s.container.tcp_ports.get_mut(&3).unwrap().port += 1
-    }),
-    ("host", |s| {
-        s.container.tcp_ports.get_mut(&3).unwrap().host = "0.0.0.0".parse().unwrap()
-    }),
+    ("port", |s| first_port(s).port += 1),
+    ("host", |s| first_port(s).host = "0.0.0.0".parse().unwrap()),
     ("fd", |s| {
-        let mut port = s.container.tcp_ports.remove(&3).unwrap();
-        port.fd = 5;
-        s.container.tcp_ports.insert(5, port);
+        let ports = &mut s.container.tcp_ports;
+        let first = *ports.keys().next().unwrap();
+        let unused = ports.keys().max().unwrap() + 1;
+        let mut port = ports.remove(&first).unwrap();
+        port.fd = unused;
+        ports.insert(unused, port);
     }),
-    ("reuse_port", |s| {
-        s.container.tcp_ports.get_mut(&3).unwrap().reuse_port = true
-    }),
-    ("external", |s| {
-        s.container.tcp_ports.get_mut(&3).unwrap().external = true
-    }),
+    ("reuse_port", |s| first_port(s).reuse_port = true),
+    ("external", |s| first_port(s).external = true),
     ("readonly_paths", |s| {
         s.readonly_paths.insert("/v".into(), "/h".into());
     }),
@@ -180,15 +202,9 @@ const KEPT: &[Mutation] = &[
     ("normal_exit_codes", |s| {
         s.container.normal_exit_codes.push(9)
     }),
-    ("listen_backlog", |s| {
-        s.container.tcp_ports.get_mut(&3).unwrap().listen_backlog = 1
-    }),
-    ("reuse_addr", |s| {
-        s.container.tcp_ports.get_mut(&3).unwrap().reuse_addr = false
-    }),
-    ("set_non_block", |s| {
-        s.container.tcp_ports.get_mut(&3).unwrap().set_non_block = true
-    }),
+    ("listen_backlog", |s| first_port(s).listen_backlog = 1),
+    ("reuse_addr", |s| first_port(s).reuse_addr = false),
+    ("set_non_block", |s| first_port(s).set_non_block = true),
 ];
 
 fn base_spec() -> LaunchSpec {
@@ -196,17 +212,39 @@ fn base_spec() -> LaunchSpec {
     load_spec(dir.path(), CONTAINER_LINES, PROCESS_LINES)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    #[test]
-    fn fingerprint_changes_with_any_field(index in 0..CHANGES.len()) {
-        let base = base_spec();
-        let (field, change) = CHANGES[index];
+#[test]
+fn fingerprint_changes_with_each_field() {
+    let base = base_spec();
+    for (field, change) in CHANGES {
         let mut changed = base.clone();
         change(&mut changed);
-        prop_assert_ne!(&changed, &base, "the change of {} did nothing", field);
-        prop_assert_ne!(fingerprint(&base), fingerprint(&changed), "{} is not fingerprinted", field);
+        assert_ne!(changed, base, "the change of {field} did nothing");
+        assert_ne!(
+            fingerprint(&base),
+            fingerprint(&changed),
+            "{field} is not fingerprinted"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Any set of fingerprinted changes, mixed with excluded ones, changes the fingerprint.
+    #[test]
+    fn fingerprint_changes_with_any_mix(
+        changes in prop::sample::subsequence((0..CHANGES.len()).collect::<Vec<_>>(), 1..6),
+        kept in prop::sample::subsequence((0..KEPT.len()).collect::<Vec<_>>(), 0..KEPT.len()),
+    ) {
+        let base = base_spec();
+        let mut changed = base.clone();
+        for index in &changes {
+            (CHANGES[*index].1)(&mut changed);
+        }
+        for index in &kept {
+            (KEPT[*index].1)(&mut changed);
+        }
+        prop_assert_ne!(fingerprint(&base), fingerprint(&changed));
     }
 }
 

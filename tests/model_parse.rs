@@ -360,6 +360,11 @@ fn sandbox_defaults_checked() {
         FileKind::Sandbox,
     );
     assert_eq!(problem.key, "secrets-namespaces");
+    let problem = first_problem(
+        "image-dir: /i\nadditional-hosts: {db: nowhere}\n",
+        FileKind::Sandbox,
+    );
+    assert_eq!(problem.key, "additional-hosts.db");
     assert!(problems("image-dir: /i\nallow-groups: [0-1]\n", FileKind::Sandbox).is_empty());
 }
 

@@ -376,6 +376,14 @@ impl SandboxConfig {
     }
 
     fn check_paths(&self, context: &FileContext, problems: &mut Problems) {
+        for (host, address) in &self.additional_hosts {
+            if address.parse::<std::net::IpAddr>().is_err() {
+                problems.push(context.problem(
+                    &format!("additional-hosts.{host}"),
+                    format!("{address:?} is not an IP address: write one like 10.0.0.2"),
+                ));
+            }
+        }
         for (key, paths) in [
             ("readonly-paths", &self.readonly_paths),
             ("writable-paths", &self.writable_paths),
