@@ -263,7 +263,7 @@ fn recorded_forking_child_counts_as_starting() {
 }
 
 #[test]
-fn duplicate_knots_keep_the_recorded_one() {
+fn duplicate_knots_keep_the_oldest() {
     let want = desired("a", 1);
     let mut persisted = Persisted::default();
     persisted.record_spawn(
@@ -282,7 +282,7 @@ fn duplicate_knots_keep_the_recorded_one() {
             target,
             reason: Reason::Duplicate,
             ..
-        }] => assert_eq!(target.pid, 10),
+        }] => assert_eq!(target.pid, 20),
         other => panic!("unexpected plan {other:?}"),
     }
 }

@@ -168,7 +168,8 @@ impl<'a> Pass<'a> {
         record: Option<&InstanceRecord>,
         processes: &[Live],
     ) {
-        let keeper = desired.and_then(|want| pick_keeper(want, record, processes));
+        let term_sent = |id| self.term_sent(id, record).is_some();
+        let keeper = desired.and_then(|want| pick_keeper(want, record, processes, term_sent));
         for process in processes {
             if Some(process.id) != keeper.map(|k| k.id) {
                 let reason = surplus_reason(desired, process);
@@ -317,10 +318,7 @@ impl<'a> Pass<'a> {
                 recheck: self.fork_recheck(id),
             };
         }
-        let recorded = record
-            .filter(|record| record.process == Some(id))
-            .and_then(|record| record.term_sent);
-        let term_sent = recorded.or_else(|| self.persisted.stray_signals.get(&id).copied());
+        let term_sent = self.term_sent(id, record);
         match term_sent {
             None => StopState::Unsignalled,
             Some(sent) if self.now < sent + kill_timeout => StopState::Grace {
@@ -328,6 +326,14 @@ impl<'a> Pass<'a> {
             },
             Some(_) => StopState::Overdue,
         }
+    }
+
+    /// Returns the time of the first SIGTERM to `id` in its current stop, if one was sent.
+    fn term_sent(&self, id: ProcId, record: Option<&InstanceRecord>) -> Option<Duration> {
+        let recorded = record
+            .filter(|record| record.process == Some(id))
+            .and_then(|record| record.term_sent);
+        recorded.or_else(|| self.persisted.stray_signals.get(&id).copied())
     }
 
     fn wait(&mut self, name: Option<&InstanceName>, until: Duration, reason: Reason) {
@@ -355,28 +361,30 @@ impl<'a> Pass<'a> {
     }
 }
 
-/// Chooses the one live process an instance keeps: an up-to-date one, preferring the
-/// recorded process, then the oldest.
+/// Chooses the one live process an instance keeps among the up-to-date ones: one that got
+/// no SIGTERM yet (a duplicate already stopping must not leave the instance with none),
+/// then one that has called exec, then the oldest. The oldest is a stable choice: a knot
+/// started later never displaces it.
 fn pick_keeper<'a>(
     want: &DesiredInstance,
     record: Option<&InstanceRecord>,
     processes: &[Live<'a>],
+    term_sent: impl Fn(ProcId) -> bool,
 ) -> Option<Live<'a>> {
     let recorded_fingerprint = record.map(|record| record.fingerprint.as_str());
-    let current = |process: &&Live| match process.fingerprint {
+    let is_current = |process: &&Live| match process.fingerprint {
         Some(fingerprint) => fingerprint == want.fingerprint,
         None => recorded_fingerprint == Some(want.fingerprint.as_str()),
     };
-    let recorded = record.and_then(|record| record.process);
-    let mut candidates: Vec<&Live> = processes.iter().filter(current).collect();
-    candidates.sort_by_key(|process| {
-        (
-            Some(process.id) != recorded,
-            process.id.start_time,
-            process.id.pid,
-        )
-    });
-    candidates.first().map(|process| **process)
+    processes
+        .iter()
+        .filter(is_current)
+        .min_by_key(|process| {
+            let id = process.id;
+            let forking = process.fingerprint.is_none();
+            (term_sent(id), forking, id.start_time, id.pid)
+        })
+        .copied()
 }
 
 /// Returns why a live process that is not kept has to go.

@@ -47,7 +47,8 @@ impl FromIterator<DesiredInstance> for Desired {
 ///   between fork and exec (younger than [`FORK_GRACE`]) exists. An outdated knot is
 ///   stopped, and its replacement starts in a later pass, once it has exited.
 /// - A live, up-to-date knot of a desired instance is never signalled; when several run,
-///   the recorded one (else the oldest) is kept and the others are stopped as duplicates.
+///   one is kept (one not yet sent SIGTERM, preferring knots over children that have not
+///   called exec, then the oldest) and the others are stopped as duplicates.
 /// - Every SIGTERM targets a knot that is not in the config, outdated or duplicate, or an
 ///   unknown child. SIGTERM is planned only while no first SIGTERM time is recorded for
 ///   that process (pid and start time), so a stop gets one SIGTERM across reloads.

@@ -39,6 +39,18 @@ impl std::fmt::Display for ProcId {
     }
 }
 
+/// Reads the identity (pid and start time) of process `pid` from `PROC_ROOT/PID/stat`,
+/// for recording a process the tree just started.
+pub fn read_proc_id(proc_root: &std::path::Path, pid: i32) -> std::io::Result<ProcId> {
+    let stat = procfs::read_stat(&proc_root.join(pid.to_string()))?.ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed stat file")
+    })?;
+    Ok(ProcId {
+        pid,
+        start_time: stat.start_time,
+    })
+}
+
 /// Where the observer reads the kernel's view; tests point these at fixture trees.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObserveRoots {
