@@ -7,6 +7,7 @@
 //! triggered, and the reconciler never learns what woke it.
 
 mod decide;
+mod group;
 mod plan;
 pub mod testing;
 
@@ -17,7 +18,7 @@ use crate::model::spec::{DesiredInstance, InstanceName};
 use crate::state::{Observed, Persisted};
 
 pub use decide::{DEFAULT_KILL_TIMEOUT, EXEC_RECHECK, FORK_GRACE, KILL_RECHECK};
-pub use plan::{Action, InstanceState, Plan, Reason};
+pub use plan::{Action, InstanceState, InstanceStates, Plan, Reason};
 
 /// The daemon instances the config tree asks for.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -76,5 +77,17 @@ pub fn reconcile(
     persisted: &Persisted,
     now: Duration,
 ) -> Plan {
-    decide::reconcile(desired, observed, persisted, now)
+    decide::reconcile(desired, observed, persisted, now, false).0
+}
+
+/// Runs [`reconcile`] and also returns the derived state of every instance the inputs
+/// mention (for `status.json` and `lithos plan`); the plan is the one [`reconcile`] returns.
+pub fn reconcile_with_states(
+    desired: &Desired,
+    observed: &Observed,
+    persisted: &Persisted,
+    now: Duration,
+) -> (Plan, InstanceStates) {
+    let (plan, states) = decide::reconcile(desired, observed, persisted, now, true);
+    (plan, states.unwrap_or_default())
 }

@@ -18,8 +18,6 @@ pub struct Plan {
     /// Earliest deadline at which reconciling again may decide something new, even if
     /// nothing else happens (no exit, no reload); `None` when only an event can.
     pub wake_at: Option<Duration>,
-    /// The derived state of every instance the inputs mention, sorted by name.
-    pub states: Vec<(InstanceName, InstanceState)>,
 }
 
 impl Plan {
@@ -28,14 +26,6 @@ impl Plan {
         self.actions
             .iter()
             .any(|action| !matches!(action, Action::Wait { .. }))
-    }
-
-    /// Returns the derived state of `name`, if the inputs mention it.
-    pub fn state_of(&self, name: &InstanceName) -> Option<&InstanceState> {
-        self.states
-            .binary_search_by(|(probe, _)| probe.cmp(name))
-            .ok()
-            .map(|index| &self.states[index].1)
     }
 }
 
@@ -207,6 +197,20 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The derived state of every instance the inputs of a pass mention, sorted by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstanceStates(pub Vec<(InstanceName, InstanceState)>);
+
+impl InstanceStates {
+    /// Returns the state of `name`, if the inputs mention it.
+    pub fn get(&self, name: &InstanceName) -> Option<&InstanceState> {
+        self.0
+            .binary_search_by(|(probe, _)| probe.cmp(name))
+            .ok()
+            .map(|index| &self.0[index].1)
     }
 }
 
