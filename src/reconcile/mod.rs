@@ -9,6 +9,7 @@
 mod decide;
 mod group;
 mod plan;
+mod render;
 pub mod testing;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,10 @@ use crate::state::{Observed, Persisted};
 
 pub use decide::{DEFAULT_KILL_TIMEOUT, EXEC_RECHECK, FORK_GRACE, KILL_RECHECK};
 pub use plan::{Action, InstanceState, InstanceStates, Plan, Reason};
+pub use render::{
+    plan_entries, render_plan, render_plan_json, render_plan_text, spec_changes, Change, PlanEntry,
+    PlanFormat,
+};
 
 /// The daemon instances the config tree asks for.
 #[derive(Clone, Debug, Default, PartialEq)]
