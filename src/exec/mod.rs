@@ -1,1 +1,7 @@
 //! Side effects: spawning knots, building containers, cgroups and sockets.
+
+pub mod cgroup;
+pub mod knot;
+pub mod mkdev;
+pub mod spawn;
+pub(crate) mod sys;
