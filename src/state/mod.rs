@@ -6,6 +6,7 @@
 //! the first SIGTERM of a stop, exit records, the last good configuration) in `state.bin`.
 
 pub mod clock;
+mod exit_file;
 mod observe;
 mod persist;
 mod procfs;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::spec::InstanceName;
 
+pub use exit_file::{exit_file_path, read_exit_file, KnotExit};
 pub use observe::{observe, ObserveError};
 pub use persist::{PersistError, STATE_FORMAT_VERSION};
 pub use procfs::{parse_knot_args, KnotArgs};
