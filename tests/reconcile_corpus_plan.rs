@@ -11,7 +11,7 @@ use lithos::state::{Observed, ObservedProcess, Persisted, ProcId, ProcessKind};
 
 const NOW: Duration = Duration::from_secs(10_000);
 
-/// The corpus copy kept in the repository by the config model's tests.
+/// Returns the example in the corpus copy that the config model's tests keep in the repository.
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/model/corpus/tailhook_lithos/examples/py")
 }

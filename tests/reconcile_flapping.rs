@@ -103,7 +103,7 @@ impl World {
         self.exit_at = None;
     }
 
-    /// What a SIGQUIT does to the tree's memory: the state survives only through state.bin.
+    /// Simulates a SIGQUIT: the tree's memory is lost, and the state survives only in state.bin.
     fn reload(&mut self) {
         let path = self.state_file.path().join("state.bin");
         self.persisted.save(&path).unwrap();

@@ -461,8 +461,8 @@ proptest! {
         prop_assert_eq!(plan, again);
     }
 
-    /// After a crash of the tree its knots are no longer its children, and its other
-    /// children are gone from view; decisions about knots stay the same.
+    /// After a crash of the tree, its knots are no longer its children and its other children
+    /// are gone from view. Decisions about knots stay the same.
     #[test]
     fn tree_crash_gives_same_decisions(scenario in scenario()) {
         let mut before = scenario.clone();

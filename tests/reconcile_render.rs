@@ -18,8 +18,8 @@ fn name(process: &str) -> InstanceName {
     InstanceName::new("web", process, 0)
 }
 
-/// A tree running `kept`, `changed` and `removed`; the new config keeps `kept`, changes the
-/// arguments and a secret of `changed`, drops `removed` and adds `added`.
+/// Builds a tree running `kept`, `changed` and `removed`. The new config keeps `kept`,
+/// changes the arguments and a secret of `changed`, drops `removed` and adds `added`.
 fn reload_inputs() -> (Desired, Observed, Persisted) {
     let mut persisted = Persisted::default();
     let mut observed = Observed::default();

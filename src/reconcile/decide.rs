@@ -22,12 +22,12 @@ pub const EXEC_RECHECK: Duration = Duration::from_millis(100);
 /// never execs, and it stops holding back starts.
 pub const FORK_GRACE: Duration = Duration::from_secs(5);
 
-/// How soon a process that got SIGKILL is looked at again, should no exit event come.
+/// Delay after which a process sent SIGKILL is looked at again if no exit event comes.
 pub const KILL_RECHECK: Duration = Duration::from_secs(1);
 
-/// Where a process that has to go is in its stop.
+/// Progress of a process that has to stop.
 enum StopState {
-    /// Not exec'ed yet: it cannot be told what it runs, so it is never signalled.
+    /// Exec has not happened yet, so what it will run is unknown and it is never signalled.
     Forking { recheck: Option<Duration> },
     /// No SIGTERM yet.
     Unsignalled,

@@ -1,9 +1,9 @@
 //! Attribution of live processes to instances, built once per pass.
 //!
 //! A pass over 10,000 instances must stay within a few milliseconds, so names are compared
-//! as rarely as possible: a process is first matched to the record whose `process` holds its
-//! pid and start time (an integer lookup), and only processes no record claims are grouped
-//! by name.
+//! as rarely as possible. A process is first matched to the record whose `process` contains
+//! its pid and start time (an integer lookup). Only processes that no record claims are
+//! grouped by name.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -34,7 +34,7 @@ pub(super) struct Grouped<'a> {
 
 impl<'a> Grouped<'a> {
     /// Attributes every live process of `observed`. A knot belongs to the instance named in
-    /// its command line; a forking child belongs to the instance whose record holds its pid
+    /// its command line, and a forking child to the instance whose record contains its pid
     /// and start time.
     pub fn new(observed: &'a Observed, persisted: &'a Persisted) -> Self {
         let processes = &observed.processes;
@@ -53,8 +53,8 @@ impl<'a> Grouped<'a> {
                 let position = *index.get(&record.process?)?;
                 let process = &processes[position];
                 let (owner, fingerprint) = knot_parts(process)?;
-                // A knot names its instance itself; a record naming another instance for
-                // the same pid and start time is stale and does not move the knot.
+                // A knot names its instance itself. A record of another instance with the
+                // same pid and start time is stale, so it does not move the knot.
                 let same_owner = owner.is_none_or(|own| own == name);
                 if is_claimed[position] || !same_owner {
                     return None;

@@ -1,8 +1,8 @@
 //! The pure reconciler: desired, observed and persisted state in, a plan out.
 //!
 //! [`reconcile`] derives an [`InstanceState`] for every instance the inputs mention and
-//! turns it into [`Action`]s with an exhaustive match, so each combination of inputs has
-//! one visible answer. The supervisor executes the plan, records what it did in
+//! turns it into [`Action`]s with an exhaustive match, so the decision for each combination
+//! of inputs is visible in one place. The supervisor executes the plan, records what it did in
 //! [`Persisted`], observes again and calls [`reconcile`] again: the loop is level
 //! triggered, and the reconciler never learns what woke it.
 
@@ -25,7 +25,7 @@ pub use render::{
     PlanFormat,
 };
 
-/// The daemon instances the config tree asks for.
+/// The daemon instances the config tree requests.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Desired {
     /// Instances by name.
@@ -52,9 +52,10 @@ impl FromIterator<DesiredInstance> for Desired {
 ///   process (knot or not-yet-exec'ed child) is attributed to it and no unattributed child
 ///   between fork and exec (younger than [`FORK_GRACE`]) exists. An outdated knot is
 ///   stopped, and its replacement starts in a later pass, once it has exited.
-/// - A live, up-to-date knot of a desired instance is never signalled; when several run,
-///   one is kept (one not yet sent SIGTERM, preferring knots over children that have not
-///   called exec, then the oldest) and the others are stopped as duplicates.
+/// - A live, up-to-date knot of a desired instance is never signalled while it is the only
+///   one. When several run, one is kept and the others are stopped as duplicates. The kept
+///   one is chosen in this order: not yet sent SIGTERM, a knot before a child that has not
+///   called exec, the oldest.
 /// - Every SIGTERM targets a knot that is not in the config, outdated or duplicate, or an
 ///   unknown child. SIGTERM is planned only while no first SIGTERM time is recorded for
 ///   that process (pid and start time), so a stop gets one SIGTERM across reloads.

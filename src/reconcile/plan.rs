@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::model::spec::InstanceName;
 use crate::state::ProcId;
 
-/// What the tree should do now, and when to look again.
+/// Actions the tree should take now, and the time to look again.
 #[must_use = "a plan does nothing until the supervisor executes it"]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -150,7 +150,7 @@ impl fmt::Display for Action {
     }
 }
 
-/// Why an action is taken; the text is what `lithos plan` and the tree's log show.
+/// Cause of an action. Its text is shown by `lithos plan` and in the tree's log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {

@@ -14,7 +14,7 @@ use crate::state::Persisted;
 
 use super::{Action, Desired, Plan, Reason};
 
-/// What a reload does to one instance or process.
+/// Change a reload makes to one instance or process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Change {
