@@ -21,6 +21,8 @@ pub const SUPERVISOR_LEAF: &str = "supervisor";
 
 /// The v1 `cpu.shares` value the kernel starts a group with.
 const DEFAULT_CPU_SHARES: u64 = 1024;
+/// The v2 `cpu.weight` value the kernel starts a group with.
+const DEFAULT_CPU_WEIGHT: u64 = 100;
 
 /// Error of a cgroup operation.
 #[derive(Debug, thiserror::Error)]
@@ -212,13 +214,18 @@ impl Cgroups {
                     placement.v1_procs.push(dir.join("cgroup.procs"));
                 }
                 Version::V2 => {
-                    let memory = limits.memory.is_some() && hierarchy.has_v2("memory")?;
-                    let cpu = limits.cpu_shares.is_some() && hierarchy.has_v2("cpu")?;
-                    let wanted: Vec<&str> = [("memory", memory), ("cpu", cpu)]
-                        .iter()
-                        .filter(|(_, on)| *on)
-                        .map(|(name, _)| *name)
-                        .collect();
+                    let memory = hierarchy.has_v2("memory")?;
+                    let cpu = hierarchy.has_v2("cpu")?;
+                    // Controllers are enabled only for a limit; an unset limit is reset
+                    // where an earlier start left one.
+                    let wanted: Vec<&str> = [
+                        ("memory", memory && limits.memory.is_some()),
+                        ("cpu", cpu && limits.cpu_shares.is_some()),
+                    ]
+                    .iter()
+                    .filter(|(_, on)| *on)
+                    .map(|(name, _)| *name)
+                    .collect();
                     enable_controllers(hierarchy, &wanted)?;
                     create(&dir)?;
                     write_v2_limits(&dir, limits, memory, cpu)?;
@@ -359,20 +366,22 @@ fn write_v2_limits(
     memory: bool,
     cpu: bool,
 ) -> Result<(), CgroupError> {
-    if memory {
+    let memory_max = dir.join("memory.max");
+    if memory && (limits.memory.is_some() || memory_max.exists()) {
         let value = limits
             .memory
             .map_or_else(|| "max".to_string(), |l| l.to_string());
-        write(&dir.join("memory.max"), &value)?;
+        write(&memory_max, &value)?;
         // Zero swap matches v1, where memsw equal to the memory limit leaves no swap.
         let swap = dir.join("memory.swap.max");
         if swap.exists() {
             write(&swap, if limits.memory.is_some() { "0" } else { "max" })?;
         }
     }
-    if cpu {
-        let weight = cpu_weight(limits.cpu_shares.unwrap_or(DEFAULT_CPU_SHARES));
-        write(&dir.join("cpu.weight"), &weight.to_string())?;
+    let weight_file = dir.join("cpu.weight");
+    if cpu && (limits.cpu_shares.is_some() || weight_file.exists()) {
+        let weight = limits.cpu_shares.map_or(DEFAULT_CPU_WEIGHT, cpu_weight);
+        write(&weight_file, &weight.to_string())?;
     }
     Ok(())
 }
@@ -397,10 +406,14 @@ fn enable_controllers(hierarchy: &Hierarchy, controllers: &[&str]) -> Result<(),
     for group in chain {
         let control = group.join("cgroup.subtree_control");
         let enabled = read(&control)?;
-        for controller in controllers {
-            if !enabled.split_whitespace().any(|c| c == *controller) {
-                write(&control, &format!("+{controller}"))?;
-            }
+        let missing: Vec<String> = controllers
+            .iter()
+            .filter(|c| !enabled.split_whitespace().any(|e| e == **c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        // One write enables them all; the kernel takes a space-separated list.
+        if !missing.is_empty() {
+            write(&control, &missing.join(" "))?;
         }
     }
     Ok(())
