@@ -255,23 +255,50 @@ fn zombies_are_reaped() {
 }
 
 #[test]
-fn unsupported_secret_environ_fails_clearly() {
+fn secret_environ_decrypted() {
     if !root_or_skip("namespaces") {
         return;
     }
     let tmp = container_root();
-    let (code, log) = run_script(tmp.path(), "sb/secret.0", "true", |s| {
+    let key = tmp.path().join("secret.key");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/secrets/test_key_1");
+    fs::copy(&fixture, &key).unwrap();
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let keys = lithos::secrets::read_private_keys(&key).unwrap();
+    let value = lithos::secrets::encrypt(keys[0].public_key(), "team", b"hunter2").unwrap();
+    let (_, log) = run_script(tmp.path(), "sb/secret.0", "echo token=$TOKEN", |s| {
+        s.container
+            .secret_environ
+            .insert("TOKEN".into(), vec![value.clone()]);
+        s.secrets_private_key = Some(key.clone());
+        s.secrets_namespaces = vec!["team".into()];
+    });
+    assert!(log.contains("token=hunter2\n"), "{log}");
+    let knot_log = fs::read_to_string(tmp.path().join("log/knot.log")).unwrap();
+    assert!(!knot_log.contains("hunter2"), "secret in the knot log");
+}
+
+#[test]
+fn secret_without_key_fails_clearly() {
+    if !root_or_skip("namespaces") {
+        return;
+    }
+    let tmp = container_root();
+    let (code, log) = run_script(tmp.path(), "sb/nokey.0", "true", |s| {
         s.container
             .secret_environ
             .insert("TOKEN".into(), vec!["v2:x".into()]);
     });
     assert_eq!(code, Some(lithos::exec::knot::exit_codes::SETUP_FAILED));
-    assert!(log.contains("unsupported setting secret-environ"), "{log}");
+    assert!(log.contains("failed to decrypt secret-environ"), "{log}");
+    assert!(log.contains("TOKEN"), "{log}");
     let knot_log = fs::read_to_string(tmp.path().join("log/knot.log")).unwrap();
     assert!(
-        knot_log.contains("unsupported setting secret-environ"),
+        knot_log.contains("failed to decrypt secret-environ"),
         "{knot_log}"
     );
+    assert_no_mounts(tmp.path());
 }
 
 #[test]
@@ -296,5 +323,25 @@ fn missing_executable_fails_clearly() {
         errors[0].contains("failed to execute /bin/not-there: ENOENT"),
         "{log}"
     );
+    assert_no_mounts(tmp.path());
+}
+
+#[test]
+fn bridged_network_fails_clearly() {
+    if !root_or_skip("namespaces") {
+        return;
+    }
+    let tmp = container_root();
+    let (code, log) = run_script(tmp.path(), "sb/bridge.0", "true", |s| {
+        s.network = Some(lithos::model::spec::NetworkSpec {
+            bridge: "br-test".into(),
+            network: "10.64.0.0/24".into(),
+            default_gateway: None,
+            after_setup_command: Vec::new(),
+            ip_address: Some("10.64.0.2".parse().unwrap()),
+        });
+    });
+    assert_eq!(code, Some(lithos::exec::knot::exit_codes::SETUP_FAILED));
+    assert!(log.contains("unsupported setting bridged-network"), "{log}");
     assert_no_mounts(tmp.path());
 }

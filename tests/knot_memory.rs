@@ -1,5 +1,6 @@
 //! The knot's resident memory while it supervises a program, through the test launcher.
-//! Prints the numbers recorded in docs/benchmarks.md; debug builds use more than release.
+//! Prints the numbers recorded in docs/benchmarks.md; debug builds use more than release,
+//! so set `LITHOS_LAUNCHER=target/release/lithos_launch_test` to measure a release knot.
 
 mod knot_support;
 
@@ -23,7 +24,11 @@ fn knot_memory_reported() {
     let spec = knot_support::spec(tmp.path(), "sb/mem.0", "/bin/sleep", &["2"]);
     let spec_path = tmp.path().join("spec.json");
     std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
-    let mut launcher = Command::new(env!("CARGO_BIN_EXE_lithos_launch_test"))
+    // LITHOS_LAUNCHER points at another build, e.g. target/release/lithos_launch_test,
+    // which runs the lithos_knot next to it.
+    let launcher =
+        std::env::var("LITHOS_LAUNCHER").unwrap_or(env!("CARGO_BIN_EXE_lithos_launch_test").into());
+    let mut launcher = Command::new(launcher)
         .arg(&spec_path)
         .stdout(Stdio::piped())
         .spawn()
@@ -48,6 +53,9 @@ fn knot_memory_reported() {
     let rss = status_field(pid, "VmRSS:");
     let anon = status_field(pid, "RssAnon:");
     println!("knot VmRSS {rss}, RssAnon {anon}");
+    if let Ok(probe) = std::env::var("LITHOS_MEMORY_PROBE") {
+        let _ = Command::new(probe).arg(pid.to_string()).status();
+    }
     let status = launcher.wait().unwrap();
     assert_eq!(status.code(), Some(1), "a daemon exiting 0 is a failure");
 }

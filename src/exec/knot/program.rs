@@ -4,6 +4,7 @@
 //! The knot is single-threaded, so the forked child may allocate. It reports a failure
 //! before exec as one text line on a close-on-exec pipe; end of file means exec worked.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs::File;
@@ -50,7 +51,11 @@ pub enum StartError {
 
 /// Forks the program and returns its pid once it has executed the configured binary.
 /// `output` receives stdout and stderr; `None` leaves the knot's own.
-pub(crate) fn start(spec: &LaunchSpec, output: Option<&OwnedFd>) -> Result<Pid, StartError> {
+pub(crate) fn start(
+    spec: &LaunchSpec,
+    secrets: &BTreeMap<String, String>,
+    output: Option<&OwnedFd>,
+) -> Result<Pid, StartError> {
     let (error_read, error_write) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| StartError::Pipe(e.into()))?;
     let (ready_read, ready_write) =
@@ -64,6 +69,7 @@ pub(crate) fn start(spec: &LaunchSpec, output: Option<&OwnedFd>) -> Result<Pid, 
             drop((error_read, ready_read, go_write));
             let Err(message) = run_child(
                 spec,
+                secrets,
                 output.map(|o| o.as_raw_fd()),
                 user_namespace,
                 &ready_write,
@@ -115,6 +121,7 @@ fn write_id_maps(child: Pid, uid_map: &[IdMap], gid_map: &[IdMap]) -> Result<(),
 
 fn run_child(
     spec: &LaunchSpec,
+    secrets: &BTreeMap<String, String>,
     output: Option<RawFd>,
     user_namespace: bool,
     ready: &OwnedFd,
@@ -151,7 +158,7 @@ fn run_child(
         .map_err(|e| format!("failed to change directory to {}: {e}", workdir.display()))?;
 
     let argv = program_argv(spec)?;
-    let envp = program_env(spec, getpid())?;
+    let envp = program_env(spec, secrets, getpid())?;
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(|e| format!("failed to reset the signal mask: {e}"))?;
     // SAFETY: restoring the default action installs no Rust handler; the Rust runtime
@@ -199,8 +206,13 @@ fn program_argv(spec: &LaunchSpec) -> Result<Vec<CString>, String> {
 }
 
 /// Builds the program's environment: `TERM`, `LITHOS_NAME`, `LITHOS_CONFIG`, the
-/// configured `environ` and the `pid_environ` names set to the program's pid.
-pub(crate) fn program_env(spec: &LaunchSpec, pid: Pid) -> Result<Vec<CString>, String> {
+/// configured `environ`, the decrypted `secret-environ` and the `pid_environ` names set
+/// to the program's pid.
+pub(crate) fn program_env(
+    spec: &LaunchSpec,
+    secrets: &BTreeMap<String, String>,
+    pid: Pid,
+) -> Result<Vec<CString>, String> {
     let mut env = Vec::new();
     if let Some(term) = std::env::var_os("TERM") {
         let mut entry = b"TERM=".to_vec();
@@ -216,6 +228,9 @@ pub(crate) fn program_env(spec: &LaunchSpec, pid: Pid) -> Result<Vec<CString>, S
     set("LITHOS_NAME", spec.name.as_bytes())?;
     set("LITHOS_CONFIG", spec.config_path.as_os_str().as_bytes())?;
     for (name, value) in &spec.container.environ {
+        set(name, value.as_bytes())?;
+    }
+    for (name, value) in secrets {
         set(name, value.as_bytes())?;
     }
     for name in &spec.container.pid_environ {

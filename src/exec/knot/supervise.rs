@@ -4,6 +4,7 @@
 //! The knot waits on one signalfd with a single deadline, so it needs no thread and no
 //! signal handler. As pid 1 of the namespace it reaps every zombie, orphans included.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -25,6 +26,7 @@ use crate::model::spec::{EntryKind, LaunchSpec};
 /// Runs the program until the knot should exit, and returns the knot's exit code.
 pub(crate) fn run(
     spec: &LaunchSpec,
+    secrets: &BTreeMap<String, String>,
     log: &slog::Logger,
     signals: &SignalFd,
     record: &ExitRecord,
@@ -44,7 +46,7 @@ pub(crate) fn run(
         };
         let started = Instant::now();
         stdio::start_line(output.as_ref(), spec);
-        match program::start(spec, output.as_ref()) {
+        match program::start(spec, secrets, output.as_ref()) {
             Ok(pid) => supervisor.program = Some(pid),
             Err(e) => return supervisor.fail_start(record, &e),
         }
