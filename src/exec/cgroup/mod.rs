@@ -143,7 +143,7 @@ pub struct Limits {
     pub cpu_shares: Option<u64>,
 }
 
-/// Where a new process of an instance must be placed.
+/// Placement of a new process of an instance.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Placement {
     /// The v2 instance group, entered with `clone3(CLONE_INTO_CGROUP)`.
@@ -204,10 +204,10 @@ impl Cgroups {
     ///
     /// Limits go where a hierarchy has the controller: v1 `memory.limit_in_bytes`,
     /// `memory.memsw.limit_in_bytes` (when the kernel has it) and `cpu.shares`; v2
-    /// `memory.max`, `memory.swap.max` and `cpu.weight`. On v2 the controllers are enabled
-    /// in `cgroup.subtree_control` of the caller's group and of `cgroup-name` first; the
-    /// caller's group must then have no processes (see [`Cgroups::enter_supervisor_leaf`])
-    /// unless it is the root.
+    /// `memory.max`, `memory.swap.max` and `cpu.weight`. On v2 the controllers are first
+    /// enabled in `cgroup.subtree_control` of the caller's group and of `cgroup-name`. That
+    /// fails while the caller's group has processes, unless it is the root, so the tree
+    /// calls [`Cgroups::enter_supervisor_leaf`] first.
     pub fn prepare_instance(&self, leaf: &str, limits: &Limits) -> Result<Placement, CgroupError> {
         check_name(leaf)?;
         let mut placement = Placement::default();

@@ -72,8 +72,8 @@ fn child_fail(error_pipe: RawFd, step: u32) -> ! {
     }
 }
 
-/// The knot child between clone and exec. Only raw system calls, no allocation, since a
-/// lock of the multi-threaded parent may be held forever in this copy.
+/// Runs the knot child between clone and exec. It makes only raw system calls and never
+/// allocates, because a lock of the multi-threaded parent may be held forever in this copy.
 pub(super) fn run_child(plan: &ChildPlan) -> ! {
     let mut error_pipe = plan.error_pipe;
     for procs in &plan.v1_procs {

@@ -65,7 +65,7 @@ pub enum SpawnError {
     /// An argument or variable contains a NUL byte.
     #[error("invalid {what}: contains a NUL byte")]
     Nul {
-        /// Which argument or variable.
+        /// Name of the argument or variable.
         what: String,
     },
     /// The instance cgroups could not be prepared.
@@ -131,10 +131,10 @@ pub enum SpawnError {
 
 /// Starts a knot for `req.spec` and returns its pid once it has executed the knot binary.
 ///
-/// The knot gets no parent-death signal, so it outlives the caller. Its descriptors are
-/// stdin from `/dev/null` and stdout and stderr on the appended stdio log (both left as
-/// the caller's when the spec is `interactive`), the sockets at their fd numbers and the
-/// memfd with the spec at the number given by `--config-fd`; every other descriptor is
+/// The knot gets no parent-death signal, so it outlives the caller. Its stdin is
+/// `/dev/null` and its stdout and stderr append to the stdio log, unless the spec is
+/// `interactive`, which keeps the caller's. The sockets sit at their fd numbers and the
+/// memfd with the spec at the number given by `--config-fd`. Every other descriptor is
 /// closed with one `close_range`. The environment is cleared but for `TERM` and
 /// `req.extra_env`. The command line is
 /// `lithos_knot --name NAME --master MASTER --fingerprint HEX --config-fd N`.
