@@ -70,6 +70,9 @@ pub enum KnotError {
     /// `/etc/resolv.conf` or `/etc/hosts` failed.
     #[error("failed to set up /etc files")]
     Etc(#[source] EtcError),
+    /// The bridged network failed.
+    #[error("failed to set up the bridged network")]
+    Network(#[source] crate::exec::network::NetworkError),
 }
 
 /// Command line of the knot: `--name NAME --master PATH --fingerprint HEX --config-fd N`.
@@ -146,6 +149,16 @@ pub fn main() -> i32 {
             return exit_codes::USAGE;
         }
     };
+    // Before the knot opens any file, which could land on a number of an internal port.
+    if let Err(e) = crate::exec::network::reserve_port_fds(&spec) {
+        let cause = std::error::Error::source(&e).map(|c| format!(": {c}"));
+        eprintln!(
+            "lithos_knot {}: {e}{}",
+            spec.name,
+            cause.unwrap_or_default()
+        );
+        return exit_codes::SETUP_FAILED;
+    }
     // Block the signals the knot handles before anything else, so a SIGTERM during the
     // set-up waits for the program instead of being dropped (pid 1 has no default action).
     let signals = match block_signals() {
@@ -197,6 +210,9 @@ fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<(), KnotError> {
     check_supported(spec)?;
     // The state dir is per start: stale files of an earlier run must not reach the new one.
     recreate_state_dir(spec)?;
+    // From the host's network namespace and file system, so the bridge and
+    // after-setup-command are reachable; the program enters the namespace at its start.
+    crate::exec::network::set_up(spec, log).map_err(KnotError::Network)?;
     // Propagation private, then the image read-only at the mount dir.
     let root = mounts::mount_image(spec).map_err(KnotError::Mount)?;
     // Volumes in path order, each on a mount point of the image or an earlier volume.
@@ -217,12 +233,6 @@ fn check_supported(spec: &LaunchSpec) -> Result<(), KnotError> {
         return Err(KnotError::Unsupported {
             setting: "secret-environ",
             reason: "decrypting secrets is not implemented yet",
-        });
-    }
-    if spec.network.is_some() {
-        return Err(KnotError::Unsupported {
-            setting: "bridged-network",
-            reason: "bridged networking is not implemented yet",
         });
     }
     Ok(())
