@@ -138,8 +138,8 @@ const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
 
 /// Lets the program keep `CAP_NET_BIND_SERVICE` as an ambient capability through
 /// `setuid` and `exec`. Until exec the process keeps only what the rest of the start
-/// needs (`CAP_SETUID`, `CAP_SETGID` to change ids and `CAP_SETPCAP` to empty the
-/// bounding set); after exec it has `CAP_NET_BIND_SERVICE` alone. `SECBIT_NO_SETUID_FIXUP`
+/// needs: `CAP_SETUID` and `CAP_SETGID` to change ids, `CAP_SETPCAP` to empty the
+/// bounding set. After exec it has `CAP_NET_BIND_SERVICE` alone. `SECBIT_NO_SETUID_FIXUP`
 /// stops setuid from clearing the ambient set and stays set in the program.
 pub(super) fn keep_bind_service() -> Result<(), String> {
     let bit = |capability: u32| 1u32 << capability;

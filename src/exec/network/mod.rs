@@ -2,7 +2,7 @@
 //! one end of a veth pair on the sandbox's host bridge.
 //!
 //! The knot does the set-up while it is still in the host's network namespace, so it can
-//! reach the bridge, and it stays there afterwards; only the program enters the
+//! reach the bridge. It stays there afterwards, and only the program enters the
 //! container's namespace. The steps, in order:
 //!
 //! 1. [`reserve_port_fds`], first thing in the knot: the descriptor numbers of the
@@ -26,7 +26,7 @@ mod ports;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -64,7 +64,7 @@ pub enum NetworkError {
         /// The sandbox's network.
         network: String,
     },
-    /// Another running container holds the address.
+    /// Another running container has locked the address.
     #[error("address {address} is in use by {holder} (lock file {path}): stop that container or give this one another address")]
     AddressInUse {
         /// The address.
@@ -220,9 +220,9 @@ pub struct VethNames {
     pub container: String,
 }
 
-/// Returns the veth names of instance `name`: the host end is `li-` and 12 hex digits of
-/// a BLAKE2s hash of the name, which fits the kernel's 15-byte limit (`IFNAMSIZ` minus
-/// the NUL) and is the same at every start, so a stale pair can be found.
+/// Returns the veth names of instance `name`. The host end is `li-` and 12 hex digits of
+/// a BLAKE2s hash of the name: it fits the kernel's 15-byte limit (`IFNAMSIZ` minus the
+/// NUL) and is the same at every start, so a stale pair can be found.
 pub fn veth_names(name: &str) -> VethNames {
     let digest = Blake2s256::digest(name.as_bytes());
     let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
@@ -274,13 +274,18 @@ pub fn reserve_port_fds(spec: &LaunchSpec) -> Result<(), NetworkError> {
             .custom_flags(libc::O_CLOEXEC)
             .open("/dev/null")
             .map_err(fail)?;
-        nix::unistd::dup3(null.as_raw_fd(), port.fd, nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| fail(e.into()))?;
+        if null.as_raw_fd() == port.fd {
+            // The lowest free number was the one wanted; it stays open for the knot's life.
+            let _ = null.into_raw_fd();
+        } else {
+            nix::unistd::dup3(null.as_raw_fd(), port.fd, nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| fail(e.into()))?;
+        }
     }
     Ok(())
 }
 
-/// What the knot keeps of the network set-up for the life of its process.
+/// Parts of the network set-up that the knot keeps for the life of its process.
 struct ProgramNetwork {
     namespace: OwnedFd,
     _address_lock: Option<Flock<File>>,
@@ -466,7 +471,7 @@ fn create_veth(
             bridge: network.bridge.clone(),
         })?;
     // A knot that died uncleanly may leave its host end behind until the kernel has
-    // destroyed the old namespace; deleting one end of a pair deletes both.
+    // destroyed the old namespace. Deleting one end of a pair deletes both.
     host.delete_link(&names.host)
         .map_err(|source| NetworkError::DeleteStale {
             name: names.host.clone(),

@@ -124,7 +124,7 @@ impl Netlink {
         message.header.index = index;
         if address.is_ipv6() {
             // Duplicate address detection would keep the address tentative, so a port
-            // bound to it right after would fail; the lock on the address is the check.
+            // bound to it right after would fail. The address lock does that check instead.
             message.header.flags = AddressHeaderFlags::Nodad;
         }
         message.attributes.push(AddressAttribute::Local(address));
