@@ -275,7 +275,13 @@ fn client_reaches_internal_and_external_ports() {
             "the internal port must not be bound in the host's namespace"
         );
         // Only the program has the external socket open now that the test closed its copy.
-        let program = program_pid(knot).expect("program pid");
+        // The knot binds the internal port before it starts the program.
+        let mut program = None;
+        eventually(Duration::from_secs(10), || {
+            program = program_pid(knot);
+            program.is_some()
+        });
+        let program = program.expect("program pid");
         let held = std::fs::metadata(format!("/proc/{program}/fd/4"))
             .unwrap()
             .ino();
