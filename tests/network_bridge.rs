@@ -7,7 +7,7 @@
 mod knot_support;
 
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use knot_support::{container_root, eventually, root_or_skip, spec, wait_exit};
 use lithos::exec::network::veth_names;
-use lithos::model::spec::{EntryKind, LaunchSpec, NetworkSpec, TcpPortSpec};
+use lithos::model::spec::{EntryKind, IdMap, LaunchSpec, NetworkSpec, TcpPortSpec};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -508,6 +508,126 @@ fn command_without_address_has_loopback_only() {
         );
         assert!(!text.contains("eth0"), "{text}");
         assert!(bridge_ports().is_empty());
-        let _: IpAddr = GATEWAY.parse().unwrap();
     });
+}
+
+#[test]
+fn default_route_and_user_namespace() {
+    if !root_or_skip("network namespaces, veth pairs and knots") {
+        return;
+    }
+    in_test_network(|| {
+        let tmp = container_root();
+        let mut knots = Knots::default();
+        let mut spec = bridged(
+            tmp.path(),
+            "net9/cmd.routes.1",
+            Some("10.77.0.11"),
+            "ip route; cat /proc/net/dev; cat /proc/self/uid_map; exit 0",
+        );
+        spec.entry_kind = EntryKind::Command;
+        // The program joins the namespace before it creates its user namespace.
+        let map = IdMap {
+            inside: 0,
+            outside: 100_000,
+            count: 65_536,
+        };
+        spec.container.uid_map = vec![map];
+        spec.container.gid_map = vec![map];
+        let pid = knots.start(&spec, &[]);
+        let code = knots.wait(pid, Duration::from_secs(30));
+        let text = log(&spec);
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains("default via 10.77.0.1 dev eth0"), "{text}");
+        assert!(text.contains("eth0:"), "{text}");
+        assert!(
+            text.contains("100000"),
+            "program should be in its user namespace\n{text}"
+        );
+    });
+}
+
+#[test]
+fn ipv6_address_and_gateway() {
+    if !root_or_skip("network namespaces, veth pairs and knots") {
+        return;
+    }
+    in_test_network(|| {
+        // No duplicate address detection, so the bridge's address is usable at once.
+        ip(&format!("addr add fd77::1/64 dev {BRIDGE} nodad"));
+        let tmp = container_root();
+        let mut knots = Knots::default();
+        let mut spec = bridged(
+            tmp.path(),
+            "net10/web.0",
+            Some("fd77::2"),
+            "ip -6 route >&2; exec nc -ll -p 7000 -e /bin/echo over-ipv6",
+        );
+        let network = spec.network.as_mut().unwrap();
+        network.network = "fd77::/64".to_string();
+        network.default_gateway = Some("fd77::1".parse().unwrap());
+        knots.start(&spec, &[]);
+        assert_serves("[fd77::2]:7000", "over-ipv6");
+        let text = log(&spec);
+        assert!(text.contains("default via fd77::1 dev eth0"), "{text}");
+    });
+}
+
+#[test]
+fn address_outside_family_is_rejected() {
+    if !root_or_skip("network namespaces, veth pairs and knots") {
+        return;
+    }
+    in_test_network(|| {
+        let tmp = container_root();
+        let mut knots = Knots::default();
+        let mut spec = bridged(tmp.path(), "net11/web.0", Some("fd77::5"), "exit 0");
+        spec.network.as_mut().unwrap().default_gateway = None;
+        let pid = knots.start(&spec, &[]);
+        let code = knots.wait(pid, Duration::from_secs(30));
+        assert_eq!(code, Some(lithos::exec::knot::exit_codes::SETUP_FAILED));
+        let text = log(&spec);
+        assert!(
+            text.contains("address fd77::5 does not fit bridged network 10.77.0.0/24"),
+            "{text}"
+        );
+        let mut spec = bridged(tmp.path(), "net11/web.1", Some("10.77.0.12"), "exit 0");
+        spec.network.as_mut().unwrap().bridge = "missing-br".to_string();
+        let pid = knots.start(&spec, &[]);
+        let code = knots.wait(pid, Duration::from_secs(30));
+        assert_eq!(code, Some(lithos::exec::knot::exit_codes::SETUP_FAILED));
+        assert!(
+            log(&spec).contains("bridge missing-br not found"),
+            "{}",
+            log(&spec)
+        );
+        assert!(bridge_ports().is_empty(), "{:?}", bridge_ports());
+    });
+}
+
+#[test]
+fn unbridged_program_keeps_no_capability() {
+    if !root_or_skip("knots") {
+        return;
+    }
+    let tmp = container_root();
+    let mut knots = Knots::default();
+    let mut spec = spec(
+        tmp.path(),
+        "net12/cmd.caps.1",
+        "/bin/sh",
+        &["-c", "grep CapEff /proc/self/status"],
+    );
+    spec.entry_kind = EntryKind::Command;
+    spec.container.user_id = 1;
+    spec.container.group_id = 1;
+    let pid = knots.start(&spec, &[]);
+    assert_eq!(
+        knots.wait(pid, Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        log(&spec)
+    );
+    let text = log(&spec);
+    assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
 }

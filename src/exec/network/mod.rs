@@ -559,3 +559,69 @@ fn write_record(
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_fit_ifnamsiz() {
+        for name in [
+            "a/b.0",
+            "sandbox/process.12",
+            &format!("{}/cmd.x.4194304", "s".repeat(200)),
+        ] {
+            let names = veth_names(name);
+            assert!(names.host.len() <= 15, "{}", names.host);
+            assert!(names.host.starts_with("li-"), "{}", names.host);
+            assert_eq!(names.container, CONTAINER_INTERFACE);
+        }
+    }
+
+    #[test]
+    fn veth_names_are_stable_and_distinct() {
+        assert_eq!(veth_names("sb/web.0"), veth_names("sb/web.0"));
+        assert_ne!(veth_names("sb/web.0").host, veth_names("sb/web.1").host);
+    }
+
+    #[test]
+    fn container_ip_replaced_everywhere() {
+        let address: IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(
+            substitute_container_ip("-I@{container_ip},@{container_ip}", address),
+            "-I10.0.0.7,10.0.0.7"
+        );
+        assert_eq!(substitute_container_ip("-c1", address), "-c1");
+    }
+
+    #[test]
+    fn ports_split_by_external() {
+        let name = crate::model::spec::InstanceName::new("sb", "web", 0);
+        let mut spec = crate::reconcile::testing::sample_spec(&name);
+        let port = |fd: i32, external: bool| TcpPortSpec {
+            port: 8000 + fd as u16,
+            host: "0.0.0.0".parse().unwrap(),
+            fd,
+            listen_backlog: 128,
+            reuse_addr: true,
+            reuse_port: false,
+            set_non_block: false,
+            external,
+        };
+        spec.container.tcp_ports.insert(3, port(3, false));
+        spec.container.tcp_ports.insert(4, port(4, true));
+        let fds = |ports: Vec<&TcpPortSpec>| ports.iter().map(|p| p.fd).collect::<Vec<_>>();
+        spec.network = None;
+        assert_eq!(fds(host_ports(&spec).collect()), vec![3, 4]);
+        assert!(container_ports(&spec).next().is_none());
+        spec.network = Some(NetworkSpec {
+            bridge: "br0".to_string(),
+            network: "10.0.0.0/24".to_string(),
+            default_gateway: None,
+            after_setup_command: Vec::new(),
+            ip_address: None,
+        });
+        assert_eq!(fds(host_ports(&spec).collect()), vec![4]);
+        assert_eq!(fds(container_ports(&spec).collect()), vec![3]);
+    }
+}
