@@ -297,7 +297,8 @@ struct ProgramNetwork {
 static PROGRAM_NETWORK: OnceLock<ProgramNetwork> = OnceLock::new();
 
 /// Sets up the bridged network of `spec` from the host's namespace, which the calling
-/// knot stays in. Does nothing without a bridged network. Failures of
+/// knot stays in. Does nothing without a bridged network. Without an address (a command
+/// with loopback only) there is no veth pair and no `after-setup-command`. Failures of
 /// `after-setup-command` are logged, not returned.
 pub fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<(), NetworkError> {
     let Some(network) = &spec.network else {
@@ -306,9 +307,9 @@ pub fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<(), NetworkError>
     if PROGRAM_NETWORK.get().is_some() {
         return Err(NetworkError::AlreadySetUp);
     }
-    let prefix_len = check_address(network)?;
-    let address_lock = match network.ip_address {
-        Some(address) => Some(lock_address(spec, address)?),
+    let addressed = check_address(network)?;
+    let address_lock = match addressed {
+        Some((address, _)) => Some(lock_address(spec, address)?),
         None => None,
     };
     let host = open_namespace().map_err(|source| NetworkError::EnterNamespace {
@@ -317,7 +318,7 @@ pub fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<(), NetworkError>
     })?;
     let (namespace, mut inside) = create_namespace(host.as_fd())?;
     configure_loopback(&mut inside)?;
-    if let (Some(address), Some(prefix_len)) = (network.ip_address, prefix_len) {
+    if let Some((address, prefix_len)) = addressed {
         let names = veth_names(&spec.name);
         create_veth(network, &names, namespace.as_fd())?;
         configure_inside(&mut inside, network, &names, address, prefix_len)?;
@@ -357,9 +358,9 @@ pub fn enter_program_namespace(spec: &LaunchSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// Returns the prefix length of the sandbox's network when there is an address, after
-/// checking that both are of one family.
-fn check_address(network: &NetworkSpec) -> Result<Option<u8>, NetworkError> {
+/// Returns the instance's address with the prefix length of the sandbox's network, after
+/// checking that both are of one family; `None` for a command with loopback only.
+fn check_address(network: &NetworkSpec) -> Result<Option<(IpAddr, u8)>, NetworkError> {
     let Some(address) = network.ip_address else {
         return Ok(None);
     };
@@ -376,7 +377,7 @@ fn check_address(network: &NetworkSpec) -> Result<Option<u8>, NetworkError> {
             network: network.network.clone(),
         });
     }
-    Ok(Some(parsed.prefix()))
+    Ok(Some((address, parsed.prefix())))
 }
 
 /// Takes an exclusive lock on `state-dir/SANDBOX/ip-ADDRESS.lock` for the life of the
@@ -471,18 +472,31 @@ fn create_veth(
             bridge: network.bridge.clone(),
         })?;
     // A knot that died uncleanly may leave its host end behind until the kernel has
-    // destroyed the old namespace. Deleting one end of a pair deletes both.
-    host.delete_link(&names.host)
-        .map_err(|source| NetworkError::DeleteStale {
-            name: names.host.clone(),
-            source,
-        })?;
-    host.create_veth(&names.host, &names.container, namespace.as_raw_fd())
-        .map_err(|source| NetworkError::CreateVeth {
-            host: names.host.clone(),
-            container: names.container.clone(),
-            source,
-        })?;
+    // destroyed the old namespace. Deleting one end of a pair deletes both, but a pair
+    // the kernel is still tearing down keeps its name a little longer, so creation is
+    // retried on EEXIST for up to two seconds.
+    let mut attempts = 0;
+    loop {
+        host.delete_link(&names.host)
+            .map_err(|source| NetworkError::DeleteStale {
+                name: names.host.clone(),
+                source,
+            })?;
+        match host.create_veth(&names.host, &names.container, namespace.as_raw_fd()) {
+            Ok(()) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && attempts < 20 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(source) => {
+                return Err(NetworkError::CreateVeth {
+                    host: names.host.clone(),
+                    container: names.container.clone(),
+                    source,
+                })
+            }
+        }
+    }
     let attach = |source| NetworkError::AttachHost {
         name: names.host.clone(),
         bridge: network.bridge.clone(),
