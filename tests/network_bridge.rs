@@ -637,3 +637,33 @@ fn unbridged_program_keeps_no_capability() {
     let text = log(&spec);
     assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
 }
+
+#[test]
+fn restart_in_place_keeps_network() {
+    if !root_or_skip("network namespaces, veth pairs and knots") {
+        return;
+    }
+    in_test_network(|| {
+        let tmp = container_root();
+        let mut knots = Knots::default();
+        // nc without -ll serves one connection and exits, so every fetch ends one run.
+        let mut spec = bridged(
+            tmp.path(),
+            "net13/once.0",
+            Some("10.77.0.13"),
+            "exec nc -l -p 7000 -e /bin/echo once",
+        );
+        spec.container.restart_process_only = true;
+        spec.container.restart_timeout = Duration::from_millis(100);
+        knots.start(&spec, &[]);
+        for run in 0..3 {
+            let mut last = None;
+            let served = eventually(Duration::from_secs(10), || {
+                last = fetch("10.77.0.13:7000");
+                last.as_deref().map(str::trim) == Some("once")
+            });
+            assert!(served, "run {run}: got {last:?}\n{}", log(&spec));
+        }
+        assert_eq!(bridge_ports(), vec![veth_names("net13/once.0").host]);
+    });
+}
