@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::model::spec::{LaunchSpec, NetworkSpec};
+use crate::model::spec::NetworkSpec;
 
 /// How long the knot waits for `after-setup-command` before it kills the command and
 /// starts the program anyway. The documented use, one `arping` or `ping`, takes about a
@@ -25,7 +25,6 @@ pub fn substitute_container_ip(argument: &str, address: IpAddr) -> String {
 /// environment, stdin from `/dev/null` and the output in the stdio log. A failure, or a
 /// command still running after [`AFTER_SETUP_TIMEOUT`], is logged and the set-up goes on.
 pub(super) fn run_after_setup(
-    spec: &LaunchSpec,
     network: &NetworkSpec,
     address: IpAddr,
     namespace: BorrowedFd<'_>,
@@ -44,6 +43,7 @@ pub(super) fn run_after_setup(
             "command" => ?argv);
         return;
     }
+
     let mut command = Command::new(program);
     command
         .args(&argv[1..])
@@ -72,41 +72,48 @@ pub(super) fn run_after_setup(
             Ok(())
         });
     }
+
     let started = Instant::now();
-    let mut child = match command.spawn() {
+    let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
             slog::error!(log, "failed to start after-setup-command";
-                "command" => ?argv, "error" => %e, "instance" => &spec.name);
+                "command" => ?argv, "error" => %e);
             return;
         }
     };
+    match wait_with_timeout(child, started + AFTER_SETUP_TIMEOUT) {
+        Ok(Some(status)) if status.success() => {
+            slog::debug!(log, "after-setup-command done"; "command" => ?argv,
+                "secs" => started.elapsed().as_secs_f64());
+        }
+        Ok(Some(status)) => {
+            slog::error!(log, "after-setup-command failed"; "command" => ?argv,
+                "status" => %status);
+        }
+        Ok(None) => {
+            slog::error!(log, "after-setup-command timed out and was killed";
+                "command" => ?argv, "timeout_secs" => AFTER_SETUP_TIMEOUT.as_secs());
+        }
+        Err(e) => {
+            slog::error!(log, "failed to wait for after-setup-command";
+                "command" => ?argv, "error" => %e);
+        }
+    }
+}
+
+/// Waits for `child` until `deadline`, then kills and reaps it and returns `None`. The
+/// knot blocks SIGCHLD for its signalfd, so this polls instead of waiting for a signal.
+fn wait_with_timeout(mut child: Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
     loop {
         match child.try_wait() {
-            Ok(Some(status)) if status.success() => {
-                slog::debug!(log, "after-setup-command done"; "command" => ?argv,
-                    "secs" => started.elapsed().as_secs_f64());
-                return;
-            }
-            Ok(Some(status)) => {
-                slog::error!(log, "after-setup-command failed"; "command" => ?argv,
-                    "status" => %status);
-                return;
-            }
-            Ok(None) if started.elapsed() >= AFTER_SETUP_TIMEOUT => {
+            Ok(Some(status)) => return Ok(Some(status)),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            result => {
+                // Timed out, or waiting failed: the command must not outlive the set-up.
                 let _ = child.kill();
                 let _ = child.wait();
-                slog::error!(log, "after-setup-command timed out and was killed";
-                    "command" => ?argv, "timeout_secs" => AFTER_SETUP_TIMEOUT.as_secs());
-                return;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                slog::error!(log, "failed to wait for after-setup-command";
-                    "command" => ?argv, "error" => %e);
-                return;
+                return result.map(|_| None);
             }
         }
     }

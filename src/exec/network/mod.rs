@@ -253,7 +253,7 @@ pub fn container_ports(spec: &LaunchSpec) -> impl Iterator<Item = &TcpPortSpec> 
 }
 
 /// Takes the descriptor numbers of the container's internal ports with close-on-exec
-/// placeholders, so the knot's own files never land on them; [`set_up`] puts the bound
+/// placeholders, so the knot's own files never land on them. [`set_up`] puts the bound
 /// sockets there. The numbers stay taken for the life of the knot. Call it before the
 /// knot opens anything.
 pub fn reserve_port_fds(spec: &LaunchSpec) -> Result<(), NetworkError> {
@@ -325,7 +325,7 @@ pub fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<(), NetworkError>
         write_record(spec, &names, address, prefix_len)?;
         slog::info!(log, "bridged network ready"; "address" => %address,
             "host_interface" => &names.host, "bridge" => &network.bridge);
-        command::run_after_setup(spec, network, address, namespace.as_fd(), log);
+        command::run_after_setup(network, address, namespace.as_fd(), log);
     } else {
         slog::info!(log, "network namespace with loopback only ready");
     }
@@ -342,7 +342,7 @@ pub fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<(), NetworkError>
 /// namespace. A program that is not root and has no user namespace keeps
 /// `CAP_NET_BIND_SERVICE` through its change of user, since ports below 1024 of its own
 /// namespace harm no one else. Call it before the program changes user or creates its
-/// user namespace; returns a one-line error message for the knot's error pipe.
+/// user namespace. The error is one line for the knot's error pipe.
 pub fn enter_program_namespace(spec: &LaunchSpec) -> Result<(), String> {
     if spec.network.is_none() {
         return Ok(());
@@ -359,7 +359,7 @@ pub fn enter_program_namespace(spec: &LaunchSpec) -> Result<(), String> {
 }
 
 /// Returns the instance's address with the prefix length of the sandbox's network, after
-/// checking that both are of one family; `None` for a command with loopback only.
+/// checking that both are of one family. Returns `None` for a command with loopback only.
 fn check_address(network: &NetworkSpec) -> Result<Option<(IpAddr, u8)>, NetworkError> {
     let Some(address) = network.ip_address else {
         return Ok(None);
