@@ -580,7 +580,7 @@ fn ipv6_address_and_gateway() {
 }
 
 #[test]
-fn address_outside_family_is_rejected() {
+fn invalid_settings_fail_the_start() {
     if !root_or_skip("network namespaces, veth pairs and knots") {
         return;
     }
@@ -604,6 +604,19 @@ fn address_outside_family_is_rejected() {
         assert_eq!(code, Some(lithos::exec::knot::exit_codes::SETUP_FAILED));
         assert!(
             log(&spec).contains("bridge missing-br not found"),
+            "{}",
+            log(&spec)
+        );
+
+        let mut spec = bridged(tmp.path(), "net11/web.2", Some("10.77.0.14"), "exit 0");
+        spec.container
+            .tcp_ports
+            .insert(2, port(7000, 2, "0.0.0.0", false));
+        let pid = knots.start(&spec, &[]);
+        let code = knots.wait(pid, Duration::from_secs(30));
+        assert_eq!(code, Some(lithos::exec::knot::exit_codes::SETUP_FAILED));
+        assert!(
+            log(&spec).contains("failed to place tcp port 7000 at fd 2"),
             "{}",
             log(&spec)
         );
