@@ -3,5 +3,6 @@
 pub mod cgroup;
 pub mod knot;
 pub mod mkdev;
+pub mod network;
 pub mod spawn;
 pub(crate) mod sys;
