@@ -9,4 +9,5 @@
 pub mod exec;
 pub mod model;
 pub mod reconcile;
+pub mod secrets;
 pub mod state;

@@ -1,4 +1,9 @@
 //! Side effects: spawning knots, building containers, cgroups and sockets.
 
+pub mod cgroup;
+pub mod knot;
+pub mod mkdev;
 pub mod sockets;
+pub mod spawn;
+pub(crate) mod sys;
 pub mod tree;

@@ -1,0 +1,417 @@
+//! Loading a whole config tree: master, sandboxes, processes files and container configs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::container_check::{parse_container_text, parse_secret_file};
+use super::fingerprint::fingerprint;
+use super::image::{check_image_name, resolve_in_root};
+use super::instantiate::{check_entry, instantiate, EntryInput};
+use super::master::{absolute, load_master, MasterConfig};
+use super::problems::{FileContext, Problem, Problems, Scope};
+use super::process::{parse_processes, ProcessEntry};
+use super::read::{parse_text, read_text};
+use super::sandbox::SandboxConfig;
+use super::spec::{DesiredInstance, EntryKind, LaunchSpec};
+
+/// Options of [`load_tree`].
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Read this processes file for this sandbox instead of its configured one.
+    pub alternate: Option<(String, PathBuf)>,
+}
+
+/// A loaded config tree.
+#[derive(Clone, Debug)]
+pub struct ConfigTree {
+    /// Absolute path of the master config.
+    pub master_path: PathBuf,
+    /// The master config, paths absolute and defaults applied.
+    pub master: MasterConfig,
+    /// Every sandbox by name.
+    pub sandboxes: BTreeMap<String, SandboxLoad>,
+    /// Every problem of the tree, in file order.
+    pub problems: Problems,
+}
+
+/// What became of one sandbox.
+#[derive(Clone, Debug)]
+pub enum SandboxLoad {
+    /// The sandbox and its processes file loaded; entries may still have failed.
+    Loaded {
+        /// Entries by name.
+        entries: BTreeMap<String, EntryLoad>,
+    },
+    /// The sandbox file or its processes file is invalid or unreadable.
+    Failed,
+}
+
+/// What became of one process entry.
+#[derive(Clone, Debug)]
+pub enum EntryLoad {
+    /// A daemon and its instances (none when `instances: 0`).
+    Daemon {
+        /// The desired instances.
+        instances: Vec<DesiredInstance>,
+    },
+    /// A command, instantiated with the name `SANDBOX/cmd.NAME.0`.
+    Command {
+        /// Its spec.
+        spec: Arc<LaunchSpec>,
+    },
+    /// The entry or its container config is invalid.
+    Failed,
+}
+
+impl ConfigTree {
+    /// Iterates over every desired daemon instance of the tree.
+    pub fn desired_instances(&self) -> impl Iterator<Item = &DesiredInstance> {
+        self.sandboxes.values().flat_map(|sandbox| match sandbox {
+            SandboxLoad::Loaded { entries } => entries
+                .values()
+                .flat_map(|entry| match entry {
+                    EntryLoad::Daemon { instances } => instances.iter(),
+                    _ => [].iter(),
+                })
+                .collect::<Vec<_>>(),
+            SandboxLoad::Failed => Vec::new(),
+        })
+    }
+}
+
+/// Loads the tree of `master_path`; fails only when the master config cannot be loaded.
+pub fn load_tree(master_path: &Path, options: &LoadOptions) -> Result<ConfigTree, Problems> {
+    let master_path = absolute(master_path);
+    let master = load_master(&master_path)?;
+    let mut problems = Problems::default();
+    let mut sandboxes = BTreeMap::new();
+    for (name, path) in sandbox_files(&master, &master_path, &mut problems) {
+        let load = load_sandbox(&master, &name, &path, options, &mut problems);
+        sandboxes.insert(name, load);
+    }
+    Ok(ConfigTree {
+        master_path,
+        master,
+        sandboxes,
+        problems,
+    })
+}
+
+/// Lists `sandboxes-dir/*.yaml` sorted by name.
+fn sandbox_files(
+    master: &MasterConfig,
+    master_path: &Path,
+    problems: &mut Problems,
+) -> Vec<(String, PathBuf)> {
+    let dir = match std::fs::read_dir(&master.sandboxes_dir) {
+        Ok(dir) => dir,
+        Err(error) => {
+            let context = FileContext {
+                path: master_path,
+                text: "",
+                scope: Scope::Master,
+            };
+            problems.push(context.problem(
+                "sandboxes-dir",
+                format!("cannot read {}: {error}", master.sandboxes_dir.display()),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<(String, PathBuf)> = dir
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .filter_map(|path| {
+            let name = path.file_stem()?.to_str()?.to_string();
+            (!name.starts_with('.')).then_some((name, path))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn load_sandbox(
+    master: &MasterConfig,
+    name: &str,
+    path: &Path,
+    options: &LoadOptions,
+    problems: &mut Problems,
+) -> SandboxLoad {
+    let scope = Scope::Sandbox(name.to_string());
+    let Some(text) = read_or_report(path, &scope, problems) else {
+        return SandboxLoad::Failed;
+    };
+    let context = FileContext {
+        path,
+        text: &text,
+        scope: scope.clone(),
+    };
+    if name.contains(':') || name.contains(char::is_whitespace) {
+        problems.push(context.file_problem(format!(
+            "{name:?} is not a sandbox name: rename the file without ':' or spaces"
+        )));
+        return SandboxLoad::Failed;
+    }
+    let mut sandbox: SandboxConfig = match parse_text(&context, &text) {
+        Ok(sandbox) => sandbox,
+        Err(problem) => {
+            problems.push(problem);
+            return SandboxLoad::Failed;
+        }
+    };
+    let own = sandbox.check(&context, true);
+    if !own.is_empty() {
+        problems.extend(own);
+        return SandboxLoad::Failed;
+    }
+    let base = path.parent().unwrap_or(Path::new("/"));
+    sandbox.image_dir = sandbox.image_dir.map(|dir| base.join(dir));
+    let processes_path = match &options.alternate {
+        Some((sandbox_name, alternate)) if sandbox_name == name => absolute(alternate),
+        _ => match &sandbox.config_file {
+            Some(file) => base.join(file),
+            None => master.processes_dir.join(format!("{name}.yaml")),
+        },
+    };
+    let Some(processes_text) = read_or_report(&processes_path, &scope, problems) else {
+        return SandboxLoad::Failed;
+    };
+    let processes = FileContext {
+        path: &processes_path,
+        text: &processes_text,
+        scope,
+    };
+    let parsed = match parse_processes(&processes, name) {
+        Ok(parsed) => parsed,
+        Err(problem) => {
+            problems.push(problem);
+            return SandboxLoad::Failed;
+        }
+    };
+    let mut entries = BTreeMap::new();
+    for (entry_name, entry) in parsed {
+        let load = match entry {
+            Ok(entry) => load_entry(
+                master,
+                name,
+                &sandbox,
+                &entry_name,
+                &entry,
+                &processes,
+                problems,
+            ),
+            Err(problem) => {
+                problems.push(problem);
+                EntryLoad::Failed
+            }
+        };
+        entries.insert(entry_name, load);
+    }
+    SandboxLoad::Loaded { entries }
+}
+
+fn read_or_report(path: &Path, scope: &Scope, problems: &mut Problems) -> Option<String> {
+    match read_text(path) {
+        Ok(text) => Some(text),
+        Err(message) => {
+            problems.push(
+                FileContext {
+                    path,
+                    text: "",
+                    scope: scope.clone(),
+                }
+                .file_problem(message),
+            );
+            None
+        }
+    }
+}
+
+fn load_entry(
+    master: &MasterConfig,
+    sandbox_name: &str,
+    sandbox: &SandboxConfig,
+    entry_name: &str,
+    entry: &ProcessEntry,
+    processes: &FileContext,
+    problems: &mut Problems,
+) -> EntryLoad {
+    let scope = Scope::Entry(sandbox_name.to_string(), entry_name.to_string());
+    let processes = FileContext {
+        scope: scope.clone(),
+        ..processes.clone()
+    };
+    let entry_problem =
+        |key: &str, message: String| processes.problem(&format!("{entry_name}.{key}"), message);
+    let mut own = Vec::new();
+    if entry_name.is_empty()
+        || entry_name.contains(['/', ':', '.'])
+        || entry_name.contains(char::is_whitespace)
+    {
+        own.push(processes.problem(
+            entry_name,
+            format!("{entry_name:?} is not a process name: use letters, digits, _ and -"),
+        ));
+    }
+    if entry.image.is_empty() {
+        own.push(entry_problem(
+            "image",
+            "missing key \"image\": write image: NAME (a directory in image-dir)".into(),
+        ));
+    } else if let Err(message) = check_image_name(&entry.image, sandbox.image_dir_levels) {
+        own.push(entry_problem("image", message));
+    }
+    if entry.config.as_os_str().is_empty() {
+        own.push(entry_problem(
+            "config",
+            "missing key \"config\": write config: /config/NAME.yaml".into(),
+        ));
+    } else if !entry.config.is_absolute() {
+        own.push(entry_problem(
+            "config",
+            format!(
+                "{:?} is relative: config is an absolute path inside the image",
+                entry.config.display().to_string()
+            ),
+        ));
+    }
+    if !own.is_empty() {
+        problems.0.extend(own);
+        return EntryLoad::Failed;
+    }
+    let image_root = sandbox
+        .image_dir
+        .clone()
+        .unwrap_or_default()
+        .join(&entry.image);
+    let config_path = match resolve_in_root(&image_root, &entry.config) {
+        Ok(path) => path,
+        Err(message) => {
+            problems.push(entry_problem("config", message));
+            return EntryLoad::Failed;
+        }
+    };
+    let Some(text) = read_or_report(&config_path, &scope, problems) else {
+        return EntryLoad::Failed;
+    };
+    let config = FileContext {
+        path: &config_path,
+        text: &text,
+        scope: scope.clone(),
+    };
+    let container = match parse_container_text(&config, true) {
+        Ok(container) => container,
+        Err(more) => {
+            problems.extend(more);
+            return EntryLoad::Failed;
+        }
+    };
+    let secrets = match read_secrets(&container, &image_root, entry, &scope) {
+        Ok(secrets) => secrets,
+        Err(more) => {
+            problems.extend(more);
+            return EntryLoad::Failed;
+        }
+    };
+    let input = EntryInput {
+        master,
+        sandbox_name,
+        sandbox,
+        entry_name,
+        entry,
+        container: &container,
+        secrets,
+        image_root,
+        processes: &processes,
+        config: &config,
+    };
+    let checked = check_entry(&input);
+    if !checked.is_empty() {
+        problems.extend(checked);
+        return EntryLoad::Failed;
+    }
+    build_entry(&input, problems)
+}
+
+fn build_entry(input: &EntryInput, problems: &mut Problems) -> EntryLoad {
+    let count = match input.entry.kind {
+        EntryKind::Daemon => input.entry.instances,
+        EntryKind::Command => 1,
+    };
+    let mut specs = Vec::new();
+    for index in 0..count {
+        match instantiate(input, index) {
+            Ok(spec) => specs.push(spec),
+            Err(more) => {
+                problems.extend(more);
+                return EntryLoad::Failed;
+            }
+        }
+    }
+    if input.entry.kind == EntryKind::Command {
+        return match specs.pop() {
+            Some(spec) => EntryLoad::Command {
+                spec: Arc::new(spec),
+            },
+            None => EntryLoad::Failed,
+        };
+    }
+    let instances = specs
+        .into_iter()
+        .enumerate()
+        .map(|(index, spec)| DesiredInstance {
+            name: super::spec::InstanceName::new(
+                input.sandbox_name,
+                input.entry_name,
+                index as u32,
+            ),
+            fingerprint: fingerprint(&spec),
+            restart_timeout: spec.container.restart_timeout,
+            kill_timeout: spec.container.kill_timeout,
+            spec: Arc::new(spec),
+        })
+        .collect();
+    EntryLoad::Daemon { instances }
+}
+
+/// Returns the secrets of a container: inline, or read from secret-environ-file inside the
+/// image (absolute paths from the image root, relative ones from the config's directory).
+fn read_secrets(
+    container: &super::container::ContainerConfig,
+    image_root: &Path,
+    entry: &ProcessEntry,
+    scope: &Scope,
+) -> Result<BTreeMap<String, Vec<String>>, Problems> {
+    if let Some(secrets) = &container.secret_environ {
+        return Ok(secrets.clone());
+    }
+    let Some(file) = &container.secret_environ_file else {
+        return Ok(BTreeMap::new());
+    };
+    let inside = if file.is_absolute() {
+        file.clone()
+    } else {
+        entry.config.parent().unwrap_or(Path::new("/")).join(file)
+    };
+    let path = resolve_in_root(image_root, &inside).map_err(|message| {
+        Problems::from(Problem {
+            file: inside.clone(),
+            line: None,
+            column: None,
+            key: "secret-environ-file".into(),
+            message,
+            scope: scope.clone(),
+        })
+    })?;
+    let mut problems = Problems::default();
+    let Some(text) = read_or_report(&path, scope, &mut problems) else {
+        return Err(problems);
+    };
+    parse_secret_file(&FileContext {
+        path: &path,
+        text: &text,
+        scope: scope.clone(),
+    })
+}
