@@ -300,6 +300,18 @@ impl Fixture {
         last.unwrap()
     }
 
+    /// Waits until status.json comes from the running tree (after a restart of the tree).
+    pub fn wait_own_status(&self, limit: Duration) -> Status {
+        let pid = self.tree_pid() as u32;
+        let mut last = None;
+        let ok = eventually(limit, || {
+            last = self.status();
+            last.as_ref().is_some_and(|s| s.pid == pid)
+        });
+        assert!(ok, "no status from tree {pid}: {last:?}\n{}", self.log());
+        last.unwrap()
+    }
+
     /// Pids of every live knot of this fixture's master config, from /proc.
     pub fn knots(&self) -> Vec<i32> {
         let master = self.master();

@@ -19,13 +19,9 @@ use crate::state::{ExitRecord, Observed, ProcId};
 impl Supervisor {
     /// Executes every action of `plan` in order.
     pub(super) fn execute(&mut self, plan: &Plan, observed: &Observed, now: Duration) {
-        if plan
-            .actions
-            .iter()
-            .any(|action| matches!(action, Action::Spawn { .. }))
-        {
-            self.take_sockets_from_survivors(observed);
-        }
+        // Before any bind: a socket that a surviving container still listens on is copied
+        // from it, because binding its address again fails while it listens.
+        self.take_sockets_from_survivors(observed);
         let zombies: std::collections::BTreeSet<ProcId> = observed
             .processes
             .iter()

@@ -82,6 +82,13 @@ pub fn start_time(proc_root: &Path, pid: i32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Reads the parent pid of `pid` from `/proc/PID/stat`.
+pub fn parent_pid(proc_root: &Path, pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Returns the direct children of `pid` from `/proc/PID/task/*/children`.
 pub fn children(proc_root: &Path, pid: i32) -> Vec<i32> {
     let tasks = proc_root.join(pid.to_string()).join("task");

@@ -150,12 +150,14 @@ impl Supervisor {
             .as_ref()
             .map(|cgroups| cgroups.base_dirs())
             .unwrap_or_default();
-        state::observe(
+        let mut observed = state::observe(
             &self.roots,
             std::process::id() as i32,
             &self.tree.master_path,
             &cgroup_dirs,
-        )
+        )?;
+        drop_forking_knot_children(&self.roots.proc_root, &mut observed);
+        Ok(observed)
     }
 
     fn plan(&self, observed: &Observed, now: Duration) -> Plan {
@@ -270,6 +272,32 @@ impl Supervisor {
                 "error" => %error_chain(&error));
         }
     }
+}
+
+/// Drops knots whose parent is a knot of the same instance.
+///
+/// Between its fork and exec, the program's process still carries the knot's command line,
+/// so it looks like a second knot of the instance. The observer filters these only when the
+/// parent knot is not the tree's child, so the tree filters the rest here.
+fn drop_forking_knot_children(proc_root: &std::path::Path, observed: &mut Observed) {
+    let knots: BTreeMap<i32, InstanceName> = observed
+        .processes
+        .iter()
+        .filter_map(|process| match &process.kind {
+            ProcessKind::Knot { name, .. } => Some((process.id.pid, name.clone())),
+            _ => None,
+        })
+        .collect();
+    observed.processes.retain(|process| {
+        let ProcessKind::Knot { name, .. } = &process.kind else {
+            return true;
+        };
+        if process.is_child {
+            return true;
+        }
+        let parent = super::pidfd::parent_pid(proc_root, process.id.pid);
+        parent.and_then(|ppid| knots.get(&ppid)) != Some(name)
+    });
 }
 
 /// Formats an error with its sources, `outer: inner: innermost`.
