@@ -91,3 +91,44 @@ fn version_flag_prints_version() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
 }
+
+#[test]
+fn notify_socket_gets_ready_and_reloading() {
+    if !root_or_skip("containers") {
+        return;
+    }
+    let mut fixture = Fixture::new("notify");
+    fixture.write_container("sleep", SLEEP);
+    fixture.write_processes("sb", &entry("sleep", "sleep", 1));
+    let socket_path = fixture.root().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    fixture.env.push((
+        "NOTIFY_SOCKET".into(),
+        socket_path.to_string_lossy().into_owned(),
+    ));
+    fixture.start_tree();
+    let mut messages = Vec::new();
+    let mut receive_until = |wanted: &str, count: usize, messages: &mut Vec<String>| {
+        let mut buffer = [0u8; 512];
+        while messages.iter().filter(|message| *message == wanted).count() < count {
+            let count = socket
+                .recv(&mut buffer)
+                .expect("notification before timeout");
+            messages.push(String::from_utf8_lossy(&buffer[..count]).into_owned());
+        }
+    };
+    receive_until("READY=1", 1, &mut messages);
+    fixture.wait_running(1, Duration::from_secs(20));
+    fixture.signal_tree(nix::sys::signal::Signal::SIGQUIT);
+    receive_until("RELOADING=1", 1, &mut messages);
+    receive_until("READY=1", 2, &mut messages);
+    assert!(
+        messages
+            .iter()
+            .any(|message| message.starts_with("STATUS=")),
+        "{messages:?}"
+    );
+}

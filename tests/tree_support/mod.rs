@@ -75,6 +75,8 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub cgroup_name: String,
     pub tree: Option<Child>,
+    /// Extra environment variables of the tree.
+    pub env: Vec<(String, String)>,
 }
 
 impl Fixture {
@@ -93,6 +95,7 @@ impl Fixture {
             dir,
             cgroup_name,
             tree: None,
+            env: Vec::new(),
         };
         let root = fixture.root();
         for sub in [
@@ -203,6 +206,7 @@ impl Fixture {
             .arg("-C")
             .arg(self.master())
             .args(["--log-stderr", "--log-level", "debug"])
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
