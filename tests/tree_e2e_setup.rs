@@ -111,7 +111,7 @@ fn notify_socket_gets_ready_and_reloading() {
     ));
     fixture.start_tree();
     let mut messages = Vec::new();
-    let mut receive_until = |wanted: &str, count: usize, messages: &mut Vec<String>| {
+    let receive_until = |wanted: &str, count: usize, messages: &mut Vec<String>| {
         let mut buffer = [0u8; 512];
         while messages.iter().filter(|message| *message == wanted).count() < count {
             let count = socket
