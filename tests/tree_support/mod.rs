@@ -192,6 +192,9 @@ impl Fixture {
             .root()
             .join("images/test.v1")
             .join(inside.trim_start_matches('/'));
+        // The image's /bin holds busybox applet symlinks, and copying through one of them
+        // would overwrite busybox itself.
+        let _ = fs::remove_file(&target);
         fs::copy(source, target).unwrap();
     }
 
