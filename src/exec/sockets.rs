@@ -206,7 +206,7 @@ impl SocketTable {
         self.shared.insert(address, fd);
     }
 
-    /// Returns whether the table holds a socket for `address`.
+    /// Returns whether the table contains a socket for `address`.
     pub fn contains(&self, address: &SocketAddr) -> bool {
         self.shared.contains_key(address)
     }

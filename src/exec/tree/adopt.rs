@@ -16,8 +16,8 @@ use crate::exec::sockets;
 use crate::model::spec::InstanceName;
 use crate::state::{Observed, ProcId, ProcessKind};
 
-/// How deep below a knot the search for a socket holder goes: the knot, the container's
-/// pid 1 and its children.
+/// Depth of the search for a socket below a knot: the knot, the container's pid 1 and its
+/// children.
 const SEARCH_DEPTH: usize = 3;
 
 impl Supervisor {
@@ -95,7 +95,7 @@ impl Supervisor {
             }
             level = next;
         }
-        debug!(self.log, "no running container holds the socket"; "address" => %address);
+        debug!(self.log, "socket not found in any running container"; "address" => %address);
         None
     }
 }

@@ -1,8 +1,8 @@
 //! The desired state of one config load, with the last good state where a load failed.
 //!
-//! What a load error affects, by scope: a failed sandbox (its sandbox or processes file is
-//! invalid or unreadable) keeps the last good instances of all its entries; a failed entry
-//! keeps its own last good instances; a sandbox whose sandbox file or processes file was
+//! A load error affects only its scope. A failed sandbox (its sandbox or processes file is
+//! invalid or unreadable) keeps the last good instances of all its entries. A failed entry
+//! keeps its own last good instances. A sandbox whose sandbox file or processes file was
 //! deleted has no desired instances, so its containers stop. The last good instances live
 //! in the persisted state so they survive re-execs and restarts of the tree.
 

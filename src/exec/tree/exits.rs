@@ -1,4 +1,4 @@
-//! How a knot ended: its wait status when the tree is its parent, otherwise the exit record
+//! The end of a knot: its wait status when the tree is its parent, otherwise the exit record
 //! the knot writes to `state-dir/SANDBOX/PROCESS.N.exit` before it exits.
 
 use std::collections::BTreeMap;
@@ -61,12 +61,12 @@ pub fn reap_children() -> BTreeMap<i32, WaitStatus> {
     reaped
 }
 
-/// How one knot ended, as the tree logs and records it.
+/// The end of one knot, as the tree logs and records it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KnotExit {
     /// The record handed to the persisted state.
     pub record: ExitRecord,
-    /// Where the status came from.
+    /// Origin of the status.
     pub source: ExitSource,
 }
 
@@ -96,8 +96,8 @@ impl fmt::Display for KnotExit {
 
 /// Works out how `process` of `name` ended.
 ///
-/// The program's status from the exit record wins, because the knot's own status only says
-/// how the knot ended. Without a record, a knot that exited 0 or was stopped by the tree's
+/// The program's status from the exit record wins, because the knot's own status only
+/// describes the knot. Without a record, a knot that exited 0 or was stopped by the tree's
 /// SIGTERM counts as a normal exit, anything else as a failure.
 pub fn knot_exit(
     state_dir: &Path,

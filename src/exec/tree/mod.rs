@@ -3,7 +3,7 @@
 //! The tree runs one loop: observe what runs, reconcile it with the desired state from the
 //! config tree and the persisted state, execute the plan, persist, write `status.json`, and
 //! sleep until the plan's wake-up or a signal. Reload (SIGQUIT, SIGHUP) re-executes the
-//! binary with the same pid, so the config is loaded exactly once per image.
+//! binary with the same pid, and each image loads the config once, at its start.
 
 pub mod config_log;
 pub mod logging;

@@ -1,4 +1,4 @@
-//! Where a sandbox's processes file is, as `lithos_switch` and the config log need it.
+//! The path of a sandbox's processes file, for `lithos_switch` and the config log.
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,5 @@
-//! What the tree tells the outside after each pass (`status.json`, sd_notify) and the
-//! reload, which hands over to a new image of the tree.
+//! Reports after each pass (`status.json`, sd_notify) and the reload, which hands over to a
+//! new image of the tree.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;

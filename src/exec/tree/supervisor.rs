@@ -88,7 +88,7 @@ impl Supervisor {
 
     fn begin_stop(&mut self, send_term: bool) {
         if let Mode::Stopping { send_term: sending } = self.mode {
-            // A SIGTERM after a SIGINT asks for the signals the SIGINT did not send.
+            // A SIGTERM after a SIGINT requests the signals that the SIGINT did not send.
             self.mode = Mode::Stopping {
                 send_term: sending || send_term,
             };
@@ -208,7 +208,7 @@ impl Supervisor {
             self.persisted.record_exit_status(&name, exit.record);
         }
         // Statuses of children that were never recorded (a spawn that failed after the
-        // fork) have nobody to match.
+        // fork) match no instance.
         self.reaped.clear();
     }
 

@@ -35,7 +35,7 @@ pub mod exit_codes {
     pub const APPLIED_WITH_ERRORS: i32 = 7;
 }
 
-/// What one switch does.
+/// Settings of one switch.
 #[derive(Clone, Debug)]
 pub struct SwitchRequest {
     /// master.yaml.
@@ -66,7 +66,7 @@ pub enum SwitchError {
     UnknownSandbox {
         /// Sandbox name.
         sandbox: String,
-        /// Where its sandbox file should be.
+        /// Expected path of its sandbox file.
         path: PathBuf,
     },
     /// The new processes file could not be read.
