@@ -143,11 +143,15 @@ impl Supervisor {
                     "instance" => label, "pid" => target.pid);
             }
             _ => {
-                if !self.send(target, Signal::SIGTERM, &label) {
-                    return;
+                match self.send(target, Signal::SIGTERM, &label) {
+                    // Gone already: the next pass accounts its exit.
+                    Some(false) => return,
+                    Some(true) => info!(self.log, "stopping container";
+                        "instance" => label, "pid" => target.pid, "reason" => %reason),
+                    // Recorded all the same, so the failure is not retried in a tight loop
+                    // and kill-timeout still escalates to SIGKILL.
+                    None => {}
                 }
-                info!(self.log, "stopping container";
-                    "instance" => label, "pid" => target.pid, "reason" => %reason);
             }
         }
         self.persisted.record_signal(target, now);
@@ -155,21 +159,22 @@ impl Supervisor {
 
     fn kill(&mut self, target: ProcId, name: Option<&InstanceName>, reason: Reason) {
         let label = instance_label(name);
-        if self.send(target, Signal::SIGKILL, &label) {
+        if self.send(target, Signal::SIGKILL, &label) == Some(true) {
             warn!(self.log, "killed container";
                 "instance" => label, "pid" => target.pid, "reason" => %reason);
         }
     }
 
-    /// Sends `signal` through a pidfd; returns false when it was not delivered.
-    fn send(&mut self, target: ProcId, signal: Signal, label: &str) -> bool {
+    /// Sends `signal` through a pidfd: `Some(false)` when the process is gone, `None` when
+    /// sending failed (logged here).
+    fn send(&mut self, target: ProcId, signal: Signal, label: &str) -> Option<bool> {
         match super::pidfd::send_signal(&self.roots.proc_root, target, signal) {
-            Ok(delivered) => delivered,
+            Ok(delivered) => Some(delivered),
             Err(error) => {
                 error!(self.log, "failed to send signal";
                     "instance" => label, "pid" => target.pid, "signal" => %signal,
                     "error" => %error);
-                false
+                None
             }
         }
     }

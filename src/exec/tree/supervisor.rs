@@ -17,7 +17,7 @@ use crate::exec::cgroup::Cgroups;
 use crate::exec::sockets::SocketTable;
 use crate::model::spec::InstanceName;
 use crate::model::ConfigTree;
-use crate::reconcile::{self, Desired, Plan};
+use crate::reconcile::{self, Action, Desired, Plan};
 use crate::state::{self, clock, ObserveRoots, Observed, Persisted, ProcId, ProcessKind};
 
 /// How long the loop waits before it retries a pass whose observation failed.
@@ -136,9 +136,16 @@ impl Supervisor {
         if self.passes == 1 {
             self.notify("READY=1");
         }
-        if plan.has_changes() {
+        let changed = plan.actions.iter().any(|action| {
+            matches!(
+                action,
+                Action::Spawn { .. } | Action::Signal { .. } | Action::Retire { .. }
+            )
+        });
+        if changed {
             // The status above shows the state before the actions ran, so the next pass
-            // comes at once to observe their effect.
+            // comes at once to observe their effect. A SIGKILL is left out: the reconciler
+            // repeats it until the process is gone, and that must not spin.
             return Some(now);
         }
         plan.wake_at
