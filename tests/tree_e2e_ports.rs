@@ -72,8 +72,9 @@ fn port_answers_through_reloads() {
     assert!(replaced, "{}", fixture.log());
     thread::sleep(Duration::from_millis(500));
     let counts = stop_clients(clients);
+    // A request that a server accepted just before its SIGTERM may be cut off, because the
+    // demo server does not drain; only refusals mean the port was closed.
     assert_eq!(counts.refused, 0, "{counts:?}");
-    assert_eq!(counts.other, 0, "{counts:?}");
     assert!(counts.ok > 0, "{counts:?}");
 }
 
@@ -207,4 +208,55 @@ fn other_master_config_is_never_touched() {
 
     assert_eq!(other.wait_running(2, Duration::from_secs(5)), neighbours);
     assert_eq!(other.knots().len(), 2);
+}
+
+#[test]
+fn port_stays_open_during_restart_backoff() {
+    if !root_or_skip("containers and ports") {
+        return;
+    }
+    let port = free_port();
+    let mut fixture = Fixture::new("backoff");
+    fixture.write_sandbox("sb", &format!("allow-tcp-ports: [{port}]\n"));
+    fixture.install(&httpd_binary(), "/bin/httpd");
+    let config = httpd_config(port, "").replace("restart-timeout: 1", "restart-timeout: 4");
+    fixture.write_container("httpd", &config);
+    fixture.write_processes("sb", &entry("httpd", "httpd", 1));
+    fixture.start_tree();
+    let knot = fixture.wait_running(1, Duration::from_secs(30))["sb/httpd.0"];
+    let program = first_child(knot).expect("the knot runs a program");
+    kill(Pid::from_raw(program), Signal::SIGKILL).unwrap();
+    assert!(eventually(Duration::from_secs(10), || !exists(knot)));
+    // Nobody serves now, but the tree keeps the socket, so the connection is queued and
+    // answered by the next start.
+    let stop = AtomicBool::new(false);
+    let counts = client_loop(port, &stop, 1);
+    assert_eq!(counts.refused, 0, "{counts:?}");
+    assert_eq!(counts.ok, 1, "{counts:?}\n{}", fixture.log());
+    assert!(
+        !fixture.log().contains("failed to bind"),
+        "{}",
+        fixture.log()
+    );
+}
+
+#[test]
+fn port_closes_when_no_process_names_it() {
+    if !root_or_skip("containers and ports") {
+        return;
+    }
+    let (mut fixture, port) = httpd_fixture("portclose", 1);
+    fixture.start_tree();
+    fixture.wait_running(1, Duration::from_secs(30));
+    fixture.write_processes("sb", "");
+    fixture.signal_tree(Signal::SIGQUIT);
+    let closed = eventually(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    assert!(closed, "{}", fixture.log());
+    assert!(
+        fixture.log().contains("closed listening socket"),
+        "{}",
+        fixture.log()
+    );
 }
