@@ -222,6 +222,15 @@ impl Supervisor {
     /// Records knots found running without a matching record, and watches every knot that
     /// is not the tree's child through a pidfd.
     fn track_adopted(&mut self, observed: &Observed) {
+        // A pidfd stays readable once its process exited, so a watcher whose process is no
+        // longer observed would wake the loop forever.
+        let live: std::collections::BTreeSet<ProcId> = observed
+            .processes
+            .iter()
+            .filter(|process| !process.zombie)
+            .map(|process| process.id)
+            .collect();
+        self.watchers.retain(|process, _| live.contains(process));
         for process in observed.processes.iter().filter(|process| !process.zombie) {
             let ProcessKind::Knot { name, fingerprint } = &process.kind else {
                 continue;
