@@ -197,6 +197,28 @@ mod tests {
     }
 
     #[test]
+    fn syslog_line_has_message_and_fields() {
+        let record_args = format_args!("container started");
+        static LOCATION: slog::RecordLocation = slog::RecordLocation {
+            file: "test",
+            line: 1,
+            column: 1,
+            function: "test",
+            module: "test",
+        };
+        let static_record = slog::RecordStatic {
+            location: &LOCATION,
+            tag: "",
+            level: slog::Level::Info,
+        };
+        let kv = slog::kv!("pid" => 42);
+        let record = slog::Record::new(&static_record, &record_args, slog::BorrowedKV(&kv));
+        let values = slog::OwnedKVList::from(slog::o!("tree" => 1));
+        let line = format_record(&record, &values);
+        assert_eq!(line, "container started; pid=42, tree=1");
+    }
+
+    #[test]
     fn file_logger_appends_records() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logs/master.log");

@@ -136,6 +136,9 @@ fn recover_sockets(log: &slog::Logger, inherited: &Option<Inherited>) -> SocketT
     for error in errors {
         warn!(log, "dropped an inherited descriptor"; "error" => %error);
     }
+    for address in table.addresses() {
+        info!(log, "kept listening socket across reload"; "address" => %address);
+    }
     table
 }
 
