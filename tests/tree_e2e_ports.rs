@@ -76,6 +76,9 @@ fn port_answers_through_reloads() {
     // demo server does not drain; only refusals mean the port was closed.
     assert_eq!(counts.refused, 0, "{counts:?}");
     assert!(counts.ok > 0, "{counts:?}");
+    let log = fixture.log();
+    assert!(log.contains("kept listening socket across reload"), "{log}");
+    assert!(!log.contains("took listening socket"), "{log}");
 }
 
 #[test]
