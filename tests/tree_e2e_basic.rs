@@ -115,7 +115,7 @@ fn argument_change_restarts_with_one_sigterm() {
     let fixture = Fixture::new("argchange");
     let script = |word: &str| {
         format!(
-            "trap \"echo $LITHOS_NAME >> /data/terms; exit 0\" TERM; echo {word} > /dev/null; \
+            "trap \"echo $LITHOS_NAME >> /data/terms; exit 0\" TERM; echo {word} >> /data/ready; \
              while true; do sleep 0.2; done"
         )
     };
@@ -124,6 +124,11 @@ fn argument_change_restarts_with_one_sigterm() {
     let mut fixture = fixture;
     fixture.start_tree();
     let before = fixture.wait_running(2, Duration::from_secs(20));
+    // Both traps must be set before the SIGTERM comes.
+    let trapped = eventually(Duration::from_secs(10), || {
+        fixture.data_lines("ready").len() == 2
+    });
+    assert!(trapped, "{}", fixture.log());
     fixture.write_container("sh", &shell_container(&script("two"), "1", "5"));
     fixture.signal_tree(Signal::SIGQUIT);
     let replaced = eventually(Duration::from_secs(30), || {

@@ -168,11 +168,16 @@ fn removed_processes_file_stops_sandbox() {
 /// A container whose program ignores SIGTERM.
 fn stubborn_fixture(tag: &str) -> (Fixture, i32) {
     let mut fixture = Fixture::new(tag);
-    let script = "trap \"\" TERM; while true; do sleep 0.2; done";
+    let script = "trap \"\" TERM; echo $$ >> /data/ready; while true; do sleep 0.2; done";
     fixture.write_container("stubborn", &shell_container(script, "1", "4"));
     fixture.write_processes("sb", &entry("stubborn", "stubborn", 1));
     fixture.start_tree();
     let running = fixture.wait_running(1, Duration::from_secs(20));
+    // A SIGTERM before the trap is set would end the program, not test the deadline.
+    let trapped = eventually(Duration::from_secs(10), || {
+        !fixture.data_lines("ready").is_empty()
+    });
+    assert!(trapped, "{}", fixture.log());
     (fixture, running["sb/stubborn.0"])
 }
 

@@ -8,13 +8,13 @@ use slog::{error, info, warn};
 
 use super::status::{self, InstanceStatus, Status};
 use super::supervisor::{error_chain, Mode, Supervisor};
-use crate::reconcile::{InstanceState, Plan};
+use crate::reconcile::{InstanceState, InstanceStates};
 
 impl Supervisor {
-    /// Writes `status.json` for the pass that made `plan`.
-    pub(super) fn write_status(&mut self, plan: &Plan) {
+    /// Writes `status.json` with the instance `states` of this pass.
+    pub(super) fn write_status(&mut self, states: &InstanceStates) {
         let mut instances = BTreeMap::new();
-        for (name, state) in &plan.states {
+        for (name, state) in &states.0 {
             let record = self.persisted.instances.get(name);
             let process = record.and_then(|record| record.process);
             let entry = InstanceStatus {

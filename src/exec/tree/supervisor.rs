@@ -17,7 +17,7 @@ use crate::exec::cgroup::Cgroups;
 use crate::exec::sockets::SocketTable;
 use crate::model::spec::InstanceName;
 use crate::model::ConfigTree;
-use crate::reconcile::{self, Action, Desired, Plan};
+use crate::reconcile::{self, Action, Desired, InstanceStates, Plan};
 use crate::state::{self, clock, ObserveRoots, Observed, Persisted, ProcId, ProcessKind};
 
 /// How long the loop waits before it retries a pass whose observation failed.
@@ -128,11 +128,11 @@ impl Supervisor {
         self.account_exits(&observed, now);
         self.track_adopted(&observed);
         self.persisted.prune_signals(&observed);
-        let plan = self.plan(&observed, now);
+        let (plan, states) = self.plan(&observed, now);
         self.execute(&plan, &observed, now);
         self.release_unused_sockets();
         self.save_state();
-        self.write_status(&plan);
+        self.write_status(&states);
         if self.passes == 1 {
             self.notify("READY=1");
         }
@@ -167,7 +167,7 @@ impl Supervisor {
         Ok(observed)
     }
 
-    fn plan(&self, observed: &Observed, now: Duration) -> Plan {
+    fn plan(&self, observed: &Observed, now: Duration) -> (Plan, InstanceStates) {
         let stopping = Desired {
             instances: BTreeMap::new(),
         };
@@ -175,11 +175,12 @@ impl Supervisor {
             Mode::Running => &self.desired,
             Mode::Stopping { .. } => &stopping,
         };
-        let plan = reconcile::reconcile(desired, observed, &self.persisted, now);
+        let (plan, states) =
+            reconcile::reconcile_with_states(desired, observed, &self.persisted, now);
         for action in &plan.actions {
             debug!(self.log, "planned"; "action" => %action);
         }
-        plan
+        (plan, states)
     }
 
     /// Records the exit of every recorded knot that no longer runs.
