@@ -45,7 +45,15 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
     ];
     setup::create_dirs(&dirs).map_err(TreeError::Setup)?;
     let lock = take_lock(&inherited, &master.runtime_dir)?;
-    setup::write_pid_file(&master.runtime_dir).map_err(TreeError::Setup)?;
+    if let Err(error) = setup::write_pid_file(&master.runtime_dir) {
+        // After a re-exec the file already names this pid; a full runtime dir must not
+        // take the supervisor down then.
+        if setup::read_pid(&master.runtime_dir) != Some(std::process::id() as i32) {
+            return Err(TreeError::Setup(error));
+        }
+        warn!(log, "failed to rewrite the pid file, it still names this tree";
+            "error" => %error_chain(&error));
+    }
 
     let sockets = recover_sockets(&log, &inherited);
     let cgroups = discover_cgroups(&tree)?;
