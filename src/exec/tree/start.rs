@@ -101,6 +101,7 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
         reported: BTreeMap::new(),
         passes: 0,
         last_notified_status: None,
+        failing_writes: Default::default(),
     };
     supervisor.run()
 }

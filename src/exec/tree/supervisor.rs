@@ -61,6 +61,24 @@ pub struct Supervisor {
     pub(super) reported: BTreeMap<InstanceName, String>,
     pub(super) passes: u64,
     pub(super) last_notified_status: Option<String>,
+    /// Writes that are failing now, so a full disk logs once, not at every pass.
+    pub(super) failing_writes: FailingWrites,
+}
+
+/// The kinds of periodic write that failed at their last attempt.
+#[derive(Debug, Default)]
+pub(super) struct FailingWrites(std::cell::RefCell<std::collections::BTreeSet<&'static str>>);
+
+impl FailingWrites {
+    /// Records a failure of `kind`; returns true when it worked at the last attempt.
+    pub(super) fn failed(&self, kind: &'static str) -> bool {
+        self.0.borrow_mut().insert(kind)
+    }
+
+    /// Records a success of `kind`; returns true when it failed at the last attempt.
+    pub(super) fn succeeded(&self, kind: &'static str) -> bool {
+        self.0.borrow_mut().remove(kind)
+    }
 }
 
 impl Supervisor {
@@ -284,9 +302,16 @@ impl Supervisor {
     }
 
     pub(super) fn save_state(&self) {
-        if let Err(error) = self.persisted.save(&self.state_file) {
-            error!(self.log, "failed to save the state, a restart loses restart backoff";
-                "error" => %error_chain(&error));
+        match self.persisted.save(&self.state_file) {
+            Err(error) if self.failing_writes.failed("state") => {
+                error!(self.log, "failed to save the state, a restart loses restart backoff; not logged again until it works";
+                    "error" => %error_chain(&error));
+            }
+            Err(_) => {}
+            Ok(()) if self.failing_writes.succeeded("state") => {
+                info!(self.log, "saving the state works again");
+            }
+            Ok(()) => {}
         }
     }
 }
