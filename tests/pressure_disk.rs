@@ -13,7 +13,7 @@ use std::time::Duration;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tree_support::{entry, eventually, root_or_skip, Fixture};
+use tree_support::{entry, root_or_skip, Fixture};
 
 const SLEEP: &str = "kind: Daemon\nuser-id: 0\ngroup-id: 0\nrestart-timeout: 1\n\
                      kill-timeout: 3\nexecutable: /bin/sleep\narguments: [\"3600\"]\n";
