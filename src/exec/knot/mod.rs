@@ -12,7 +12,6 @@ mod record;
 mod stdio;
 mod supervise;
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -29,6 +28,7 @@ pub use program::StartError;
 pub use record::{ExitRecord, ExitStatus};
 
 use crate::model::spec::LaunchSpec;
+use crate::secrets::{DecryptedEnviron, SecretsError};
 
 /// Exit codes of `lithos_knot`, which tell the tree whether the program's death was a
 /// failure.
@@ -73,7 +73,7 @@ pub enum KnotError {
     Etc(#[source] EtcError),
     /// `secret-environ` could not be decrypted.
     #[error("failed to decrypt secret-environ")]
-    Secrets(#[source] crate::secrets::SecretsError),
+    Secrets(#[source] SecretsError),
 }
 
 /// Command line of the knot: `--name NAME --master PATH --fingerprint HEX --config-fd N`.
@@ -201,9 +201,10 @@ pub fn main() -> i32 {
 
 /// Builds the container, in the order the kernel and the reference require, and returns
 /// the decrypted `secret-environ`.
-fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<BTreeMap<String, String>, KnotError> {
+fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<DecryptedEnviron, KnotError> {
     check_supported(spec)?;
-    // The key file is a host path, so secrets are decrypted before pivot_root.
+    // The key file is on the host, so this comes before pivot_root. It comes first so a
+    // secret that does not decrypt fails the start before anything is mounted.
     let secrets = crate::secrets::decrypt_launch_spec(spec).map_err(KnotError::Secrets)?;
     // The state dir is per start: stale files of an earlier run must not reach the new one.
     recreate_state_dir(spec)?;

@@ -4,7 +4,6 @@
 //! The knot is single-threaded, so the forked child may allocate. It reports a failure
 //! before exec as one text line on a close-on-exec pipe; end of file means exec worked.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs::File;
@@ -22,6 +21,7 @@ use nix::unistd::{
 };
 
 use crate::model::spec::{IdMap, LaunchSpec};
+use crate::secrets::DecryptedEnviron;
 
 /// Error of starting the program.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,7 @@ pub enum StartError {
 /// `output` receives stdout and stderr; `None` leaves the knot's own.
 pub(crate) fn start(
     spec: &LaunchSpec,
-    secrets: &BTreeMap<String, String>,
+    secrets: &DecryptedEnviron,
     output: Option<&OwnedFd>,
 ) -> Result<Pid, StartError> {
     let (error_read, error_write) =
@@ -121,7 +121,7 @@ fn write_id_maps(child: Pid, uid_map: &[IdMap], gid_map: &[IdMap]) -> Result<(),
 
 fn run_child(
     spec: &LaunchSpec,
-    secrets: &BTreeMap<String, String>,
+    secrets: &DecryptedEnviron,
     output: Option<RawFd>,
     user_namespace: bool,
     ready: &OwnedFd,
@@ -206,11 +206,11 @@ fn program_argv(spec: &LaunchSpec) -> Result<Vec<CString>, String> {
 }
 
 /// Builds the program's environment: `TERM`, `LITHOS_NAME`, `LITHOS_CONFIG`, the
-/// configured `environ`, the decrypted `secret-environ` and the `pid_environ` names set
-/// to the program's pid.
+/// configured `environ`, the `pid_environ` names set to the program's pid and the
+/// decrypted `secret-environ`.
 pub(crate) fn program_env(
     spec: &LaunchSpec,
-    secrets: &BTreeMap<String, String>,
+    secrets: &DecryptedEnviron,
     pid: Pid,
 ) -> Result<Vec<CString>, String> {
     let mut env = Vec::new();
@@ -230,11 +230,12 @@ pub(crate) fn program_env(
     for (name, value) in &spec.container.environ {
         set(name, value.as_bytes())?;
     }
-    for (name, value) in secrets {
-        set(name, value.as_bytes())?;
-    }
     for name in &spec.container.pid_environ {
         set(name, pid.to_string().as_bytes())?;
+    }
+    // An error here names the variable, never its value.
+    for (name, value) in secrets.iter() {
+        set(name, value.as_bytes())?;
     }
     Ok(env)
 }

@@ -4,7 +4,6 @@
 //! The knot waits on one signalfd with a single deadline, so it needs no thread and no
 //! signal handler. As pid 1 of the namespace it reaps every zombie, orphans included.
 
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -22,11 +21,12 @@ use super::exit_codes;
 use super::record::{ExitRecord, ExitStatus};
 use super::{program, stdio};
 use crate::model::spec::{EntryKind, LaunchSpec};
+use crate::secrets::DecryptedEnviron;
 
 /// Runs the program until the knot should exit, and returns the knot's exit code.
 pub(crate) fn run(
     spec: &LaunchSpec,
-    secrets: &BTreeMap<String, String>,
+    secrets: &DecryptedEnviron,
     log: &slog::Logger,
     signals: &SignalFd,
     record: &ExitRecord,
