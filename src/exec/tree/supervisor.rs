@@ -28,8 +28,8 @@ const OBSERVE_RETRY: Duration = Duration::from_secs(1);
 pub enum Mode {
     /// Keeps the desired instances running.
     Running,
-    /// Stops everything and exits; `send_term` is false after SIGINT, whose process-group
-    /// delivery already reached the containers.
+    /// Stops everything and exits; `send_term` is false after SIGINT, which the terminal
+    /// delivered to the containers in the tree's process group (the others get SIGTERM).
     Stopping {
         /// Send SIGTERM to each container.
         send_term: bool,
