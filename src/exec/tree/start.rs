@@ -80,6 +80,7 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
         .parent()
         .map(|dir| dir.join("lithos_knot"))
         .unwrap_or_else(|| PathBuf::from("lithos_knot"));
+    let pending_cgroups = leftover_cgroups(cgroups.as_ref(), &desired, &persisted);
     let mut supervisor = Supervisor {
         log,
         tree,
@@ -102,8 +103,48 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
         passes: 0,
         last_notified_status: None,
         failing_writes: Default::default(),
+        pending_cgroups,
     };
     supervisor.run()
+}
+
+/// Instance cgroups that no desired instance and no record explains: left by a retirement
+/// whose cgroup was still busy when the tree was killed or re-executed. They are removed
+/// like the busy cgroups of this tree's own retirements. Command cgroups belong to
+/// lithos_cmd and are left alone.
+fn leftover_cgroups(
+    cgroups: Option<&Cgroups>,
+    desired: &crate::reconcile::Desired,
+    persisted: &Persisted,
+) -> BTreeMap<crate::model::spec::InstanceName, u32> {
+    let mut found = BTreeMap::new();
+    let Some(cgroups) = cgroups else {
+        return found;
+    };
+    for base in cgroups.base_dirs() {
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let leaf = entry.file_name().to_string_lossy().into_owned();
+            let Some((sandbox, process)) = leaf
+                .strip_suffix(".scope")
+                .and_then(|stem| stem.split_once(':'))
+            else {
+                continue;
+            };
+            if process.starts_with("cmd.") {
+                continue;
+            }
+            let Ok(name) = format!("{sandbox}/{process}").parse() else {
+                continue;
+            };
+            if !desired.instances.contains_key(&name) && !persisted.instances.contains_key(&name) {
+                found.insert(name, 0);
+            }
+        }
+    }
+    found
 }
 
 fn build_logger(options: &TreeOptions, tree: &ConfigTree) -> Result<slog::Logger, TreeError> {

@@ -63,7 +63,15 @@ pub struct Supervisor {
     pub(super) last_notified_status: Option<String>,
     /// Writes that are failing now, so a full disk logs once, not at every pass.
     pub(super) failing_writes: FailingWrites,
+    /// Cgroups of retired instances that were still busy, with the retries so far.
+    pub(super) pending_cgroups: BTreeMap<InstanceName, u32>,
 }
+
+/// Attempts at removing a busy cgroup of a retired instance before giving up.
+pub(super) const CGROUP_RETRIES: u32 = 50;
+
+/// Pause between attempts at removing a busy cgroup.
+const CGROUP_RETRY: Duration = Duration::from_millis(200);
 
 /// The kinds of periodic write that failed at their last attempt.
 #[derive(Debug, Default)]
@@ -148,6 +156,7 @@ impl Supervisor {
         self.persisted.prune_signals(&observed);
         let (plan, states) = self.plan(&observed, now);
         self.execute(&plan, &observed, now);
+        let cgroups_pending = self.retry_cgroup_removals();
         self.release_unused_sockets();
         self.save_state();
         self.write_status(&states);
@@ -165,6 +174,10 @@ impl Supervisor {
             // comes at once to observe their effect. A SIGKILL is left out: the reconciler
             // repeats it until the process is gone, and that must not spin.
             return Some(now);
+        }
+        if cgroups_pending {
+            let retry = now + CGROUP_RETRY;
+            return Some(plan.wake_at.map_or(retry, |at| at.min(retry)));
         }
         plan.wake_at
     }
