@@ -84,6 +84,25 @@ fn desired(choices: &BTreeMap<&str, Choice>) -> BTreeSet<String> {
     names
 }
 
+/// Fingerprints of the desired instances, as the tree's own loader computes them.
+fn desired_fingerprints(fixture: &Fixture) -> BTreeMap<String, String> {
+    let tree = lithos::model::load_tree(&fixture.master(), &Default::default()).unwrap();
+    tree.desired_instances()
+        .map(|instance| (instance.name.to_string(), instance.fingerprint.clone()))
+        .collect()
+}
+
+/// The `--fingerprint` argument of a knot.
+fn knot_fingerprint(pid: i32) -> Option<String> {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect();
+    let pair = args.windows(2).find(|pair| pair[0] == "--fingerprint")?;
+    Some(pair[1].clone())
+}
+
 /// Live knots of the fixture by instance name, read from /proc.
 fn knots_by_name(fixture: &Fixture) -> BTreeMap<String, Vec<i32>> {
     let mut found: BTreeMap<String, Vec<i32>> = BTreeMap::new();
@@ -129,6 +148,13 @@ fn check(
     }
     if let Some((name, pids)) = knots.iter().find(|(_, pids)| pids.len() != 1) {
         return Err(format!("{name} runs {} times: {pids:?}", pids.len()));
+    }
+    // Until the tree has applied the last switch, an outdated knot runs under the name.
+    let fingerprints = desired_fingerprints(fixture);
+    for (name, pids) in &knots {
+        if knot_fingerprint(pids[0]) != fingerprints.get(name).cloned() {
+            return Err(format!("{name} runs an outdated config"));
+        }
     }
     let tree = fixture.tree_pid();
     let zombies = zombie_children(tree);
@@ -250,6 +276,10 @@ fn chaos_tree_converges() {
                         a: rng.below(3) as u32,
                         b_variant: rng.below(2) as usize,
                     };
+                    // Instances removed now and added back later in the round restart.
+                    for index in new.a..old.a {
+                        touched.insert(format!("{sandbox}/a.{index}"));
+                    }
                     if new.b_variant != old.b_variant {
                         touched.insert(format!("{sandbox}/b.0"));
                     }
