@@ -3,5 +3,8 @@
 pub mod cgroup;
 pub mod knot;
 pub mod mkdev;
+pub mod network;
+pub mod sockets;
 pub mod spawn;
 pub(crate) mod sys;
+pub mod tree;

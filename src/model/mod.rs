@@ -3,8 +3,10 @@
 // Problems are returned on the cold path of loading a file, where their size costs nothing.
 #![allow(clippy::result_large_err)]
 
+mod collections;
 pub mod container;
 pub mod container_check;
+mod entry_check;
 pub mod files;
 pub mod fingerprint;
 pub mod image;
@@ -15,6 +17,7 @@ pub mod process;
 mod read;
 pub mod sandbox;
 mod scalar;
+mod secrets_check;
 pub mod spec;
 pub mod tags;
 mod tree;

@@ -4,7 +4,6 @@
 //! expected behave the same in every file, and every error keeps serde_yaml's line, column
 //! and key path.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::net::IpAddr;
@@ -18,8 +17,12 @@ use super::units::{parse_int, parse_seconds, IdRange};
 
 /// A value that is written as one YAML scalar.
 pub(crate) trait Scalar: Sized {
-    /// What the value is, for messages: "an integer", "a path".
+    /// Description of the expected value for messages, such as "an integer".
     const EXPECTED: &'static str;
+
+    /// Read the scalar's text as written, so `0o755` or `1.10` in an environ value stays
+    /// exactly that text instead of being resolved as a number first.
+    const RAW: bool = false;
 
     fn from_str(text: &str) -> Result<Self, String>;
 
@@ -110,7 +113,12 @@ impl<'de, T: Scalar> Deserialize<'de> for P<T> {
             optional: false,
             marker: PhantomData,
         };
-        match deserializer.deserialize_any(visitor)? {
+        let value = if T::RAW {
+            deserializer.deserialize_str(visitor)?
+        } else {
+            deserializer.deserialize_any(visitor)?
+        };
+        match value {
             Some(value) => Ok(P(value)),
             None => Err(de::Error::custom(format!(
                 "a value is missing: write {}",
@@ -126,12 +134,17 @@ impl<'de, T: Scalar> Deserialize<'de> for Opt<T> {
             optional: true,
             marker: PhantomData,
         };
-        deserializer.deserialize_any(visitor).map(Opt)
+        if T::RAW {
+            deserializer.deserialize_str(visitor).map(Opt)
+        } else {
+            deserializer.deserialize_any(visitor).map(Opt)
+        }
     }
 }
 
 impl Scalar for String {
     const EXPECTED: &'static str = "a string";
+    const RAW: bool = true;
 
     fn from_str(text: &str) -> Result<Self, String> {
         Ok(text.to_string())
@@ -148,6 +161,7 @@ impl Scalar for String {
 
 impl Scalar for PathBuf {
     const EXPECTED: &'static str = "a path";
+    const RAW: bool = true;
 
     fn from_str(text: &str) -> Result<Self, String> {
         if text.is_empty() {
@@ -375,122 +389,3 @@ pub(crate) fn next_key<'de, A: MapAccess<'de>>(
         }
     }
 }
-
-/// A mapping with scalar keys whose duplicate keys are an error.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct UniqueMap<K, V>(pub BTreeMap<K, V>);
-
-impl<K, V> Default for UniqueMap<K, V> {
-    fn default() -> Self {
-        UniqueMap(BTreeMap::new())
-    }
-}
-
-struct UniqueMapVisitor<K, V>(PhantomData<(K, V)>);
-
-impl<'de, K, V> Visitor<'de> for UniqueMapVisitor<K, V>
-where
-    K: Scalar + Ord + fmt::Debug,
-    V: Deserialize<'de>,
-{
-    type Value = UniqueMap<K, V>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a mapping")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(UniqueMap::default())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut result = BTreeMap::new();
-        while let Some(P(key)) = map.next_key::<P<K>>()? {
-            let value = map.next_value::<V>()?;
-            if result.contains_key(&key) {
-                return Err(de::Error::custom(format!(
-                    "key {key:?} appears twice: keep one"
-                )));
-            }
-            result.insert(key, value);
-        }
-        Ok(UniqueMap(result))
-    }
-}
-
-impl<'de, K, V> Deserialize<'de> for UniqueMap<K, V>
-where
-    K: Scalar + Ord + fmt::Debug,
-    V: Deserialize<'de>,
-{
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(UniqueMapVisitor(PhantomData))
-    }
-}
-
-/// A list of scalars; a null value is an empty list.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct List<T>(pub Vec<T>);
-
-struct ListVisitor<T>(PhantomData<T>);
-
-impl<'de, T: Scalar> Visitor<'de> for ListVisitor<T> {
-    type Value = List<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "a list of {}", T::EXPECTED)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(List(Vec::new()))
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(P(item)) = seq.next_element::<P<T>>()? {
-            items.push(item);
-        }
-        Ok(List(items))
-    }
-}
-
-impl<'de, T: Scalar> Deserialize<'de> for List<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_seq(ListVisitor(PhantomData))
-    }
-}
-
-/// Implements `Deserialize` for a structure through a visitor that accepts a mapping or
-/// an empty value (an empty file is an empty structure).
-macro_rules! struct_deserialize {
-    ($ty:ty, $name:literal, $visit:path) => {
-        impl<'de> serde::Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                struct StructVisitor;
-
-                impl<'de> serde::de::Visitor<'de> for StructVisitor {
-                    type Value = $ty;
-
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str($name)
-                    }
-
-                    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-                        Ok(<$ty>::default())
-                    }
-
-                    fn visit_map<A: serde::de::MapAccess<'de>>(
-                        self,
-                        map: A,
-                    ) -> Result<Self::Value, A::Error> {
-                        $visit(map)
-                    }
-                }
-
-                deserializer.deserialize_map(StructVisitor)
-            }
-        }
-    };
-}
-
-pub(crate) use struct_deserialize;

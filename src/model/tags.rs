@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use serde::de::{self, Deserialize, Deserializer, EnumAccess, MapAccess, VariantAccess, Visitor};
 use serde::Serialize;
 
-use super::scalar::{next_key, List, Opt, SeenKeys, P};
+use super::collections::List;
+use super::scalar::{next_key, Opt, SeenKeys, P};
 use super::spec::Volume;
 
 /// Default size of a `!Tmpfs` volume: 100 MiB, as in the original.
@@ -227,7 +228,7 @@ impl<'de> Deserialize<'de> for VolumeDef {
     }
 }
 
-/// How a `!TcpPort` variable is handed to the program.
+/// Activation mode of a `!TcpPort` variable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
 pub enum Activation {
     /// The container config's `tcp-ports` names the port.
@@ -242,7 +243,7 @@ pub enum Activation {
 pub enum VariableType {
     /// A TCP port within the sandbox's `allow-tcp-ports`.
     TcpPort {
-        /// How the port reaches the program.
+        /// Activation mode of the port.
         activation: Activation,
     },
     /// One of a fixed set of strings.
