@@ -26,13 +26,13 @@ pub struct Persisted {
     /// Number of times a tree started on this runtime dir (start-ups and re-execs).
     pub tree_restarts: u64,
     /// First SIGTERM of the current stop of every signalled process, also of those no
-    /// record holds (unknown children, duplicates, outdated knots adopted after a crash).
+    /// record names (unknown children, duplicates, outdated knots adopted after a crash).
     pub signals: BTreeMap<ProcId, Duration>,
     /// Kernel boot id the times above belong to; empty when not known.
     pub boot_id: String,
 }
 
-/// What is known about one daemon instance.
+/// Facts kept about one daemon instance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceRecord {
     /// The knot last started for it, while it may still run.
@@ -50,11 +50,11 @@ pub struct InstanceRecord {
     /// The spec `process` runs, for `lithos plan` diffs; `None` for an adopted knot whose
     /// spec was never recorded.
     pub spec: Option<Arc<LaunchSpec>>,
-    /// How the last process of this instance ended.
+    /// Exit of the last process of this instance.
     pub last_exit: Option<ExitRecord>,
 }
 
-/// How a process ended, as the tree saw it or as the knot wrote it in its exit file.
+/// End of a process, as the tree saw it or as the knot wrote it in its exit file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {
     /// Time of the exit (or of its discovery).
@@ -67,7 +67,7 @@ pub struct ExitRecord {
     pub signal: Option<i32>,
 }
 
-/// What is kept per sandbox.
+/// Facts kept per sandbox.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SandboxRecord {
     /// Per process entry, the desired instances of the last load without error, so a later
