@@ -27,7 +27,6 @@ pub fn sibling_binary(name: &str) -> PathBuf {
 }
 
 /// Returns true when `path` lies below `base` lexically (no `..` after `base`).
-#[allow(dead_code)]
 pub(crate) fn is_below(path: &Path, base: &Path) -> bool {
     path != base
         && path.starts_with(base)
