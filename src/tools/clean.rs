@@ -631,8 +631,7 @@ fn container_root(container: &str, host: &str) -> Option<PathBuf> {
     let (device, root, _) = container
         .lines()
         .filter_map(mount_fields)
-        .filter(|(_, _, point)| *point == "/")
-        .next_back()?;
+        .rfind(|(_, _, point)| *point == "/")?;
     host.lines()
         .filter_map(mount_fields)
         .filter(|(host_device, _, _)| *host_device == device)
