@@ -25,9 +25,16 @@ use crate::state::{parse_knot_args, Persisted};
 
 use super::{is_below, DEFAULT_MASTER};
 
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  done
+  1  nothing was done: a config, used-images-list or history file could not be
+     read or parsed, or an image-dir could not be listed
+  2  invalid command line, or some images or logs could not be deleted";
+
 /// Lists used or unused images and deletes the unused ones.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "lithos_clean", version)]
+#[command(name = "lithos_clean", version, after_help = EXIT_CODES_HELP)]
 pub struct Args {
     /// Master config file.
     #[arg(short = 'C', long = "config", value_name = "FILE", default_value = DEFAULT_MASTER)]

@@ -33,9 +33,17 @@ use super::{sibling_binary, Level, ToolLog, DEFAULT_MASTER};
 /// any other status is the command's own.
 pub const EXIT_ERROR: u8 = 125;
 
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  N    the command's own exit code (0 on success)
+  128+N  the command was killed by signal N
+  125  lithos_cmd failed: invalid config, unknown sandbox or command, or the
+       container could not be started or set up
+  2    invalid command line";
+
 /// Runs a one-off command of a sandbox in a container.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "lithos_cmd", version)]
+#[command(name = "lithos_cmd", version, after_help = EXIT_CODES_HELP)]
 pub struct Args {
     /// Master config file.
     #[arg(

@@ -26,9 +26,15 @@ pub const EXIT_ERROR: u8 = 1;
 /// Exit status when the tree would start, stop or retire something.
 pub const EXIT_CHANGES: u8 = 2;
 
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  nothing would change
+  1  the master config or the running processes could not be read
+  2  the tree would start, stop or retire something (also: invalid command line)";
+
 /// Shows what the tree would do with the config on disk (read-only).
 #[derive(Parser, Debug, Clone)]
-#[command(name = "lithos plan", version)]
+#[command(name = "lithos plan", version, after_help = EXIT_CODES_HELP)]
 pub struct Args {
     /// Master config file.
     #[arg(short = 'C', long = "config", value_name = "FILE", default_value = DEFAULT_MASTER)]

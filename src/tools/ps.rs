@@ -19,9 +19,15 @@ use crate::state::{clock, parse_knot_args};
 
 use super::DEFAULT_MASTER;
 
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  the report was printed (also when no tree runs)
+  1  /proc could not be read
+  2  invalid command line";
+
 /// Shows what lithos runs: trees, containers and the processes inside them.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "lithos_ps", version)]
+#[command(name = "lithos_ps", version, after_help = EXIT_CODES_HELP)]
 pub struct Args {
     /// Show only the tree of this master config (default: every tree found).
     #[arg(short = 'C', long = "config", value_name = "FILE")]
