@@ -173,3 +173,16 @@ fn reused_pid_is_not_taken_for_a_knot() {
     let signals_nginx = plan.actions.iter().any(|a| matches!(a, Action::Signal { target, .. } | Action::Kill { target, .. } if target.pid == 400));
     assert!(!signals_nginx);
 }
+
+#[test]
+fn proc_id_of_fixture_process() {
+    let id = lithos::state::read_proc_id(&fixture("proc/tree"), 200).unwrap();
+    assert_eq!(
+        id,
+        ProcId {
+            pid: 200,
+            start_time: 3000
+        }
+    );
+    assert!(lithos::state::read_proc_id(&fixture("proc/tree"), 999).is_err());
+}

@@ -10,7 +10,7 @@ use lithos::state::{observe, ObserveRoots, Observed, ObservedProcess, ProcessKin
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// A master path no other test uses, so only this test's fake knots match it.
+/// Returns a master path no other test uses, so only this test's fake knots match it.
 fn unique_master(tag: &str) -> PathBuf {
     PathBuf::from(format!(
         "/nonexistent/{tag}-{}/master.yaml",

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use lithos::model::spec::InstanceName;
 use lithos::reconcile::testing::sample_instance;
-use lithos::reconcile::{reconcile, Action, Desired, InstanceState, Reason};
+use lithos::reconcile::{reconcile, reconcile_with_states, Action, Desired, InstanceState, Reason};
 use lithos::state::{Observed, ObservedProcess, Persisted, ProcId, ProcessKind};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -70,10 +70,11 @@ fn running_current_knot_is_left_alone() {
         knot(10, 0, "a").id,
         NOW - 100 * SEC,
     );
-    let plan = reconcile(&want, &observed(vec![knot(10, 0, "a")]), &persisted, NOW);
+    let (plan, states) =
+        reconcile_with_states(&want, &observed(vec![knot(10, 0, "a")]), &persisted, NOW);
     assert!(plan.actions.is_empty(), "{:?}", plan.actions);
     assert!(matches!(
-        plan.state_of(&name(0)),
+        states.get(&name(0)),
         Some(InstanceState::Running { .. })
     ));
 }
@@ -254,16 +255,16 @@ fn recorded_forking_child_counts_as_starting() {
         is_child: true,
         zombie: false,
     };
-    let plan = reconcile(&want, &observed(vec![forking]), &persisted, NOW);
+    let (plan, states) = reconcile_with_states(&want, &observed(vec![forking]), &persisted, NOW);
     assert!(!plan.has_changes(), "{:?}", plan.actions);
     assert!(matches!(
-        plan.state_of(&name(0)),
+        states.get(&name(0)),
         Some(InstanceState::Starting { .. })
     ));
 }
 
 #[test]
-fn duplicate_knots_keep_the_recorded_one() {
+fn duplicate_knots_keep_the_oldest() {
     let want = desired("a", 1);
     let mut persisted = Persisted::default();
     persisted.record_spawn(
@@ -282,7 +283,7 @@ fn duplicate_knots_keep_the_recorded_one() {
             target,
             reason: Reason::Duplicate,
             ..
-        }] => assert_eq!(target.pid, 10),
+        }] => assert_eq!(target.pid, 20),
         other => panic!("unexpected plan {other:?}"),
     }
 }

@@ -244,7 +244,11 @@ fn launch_spec_decrypts_with_sandbox_key() {
     let foreign = launch_spec(secret_environ, Some(&key_file), &[""]);
 
     let decrypted = decrypt_launch_spec(&allowed).unwrap();
-    assert_eq!(decrypted["DATABASE_URL"], "postgres://user:pa ss@db/app");
+    assert_eq!(
+        decrypted.get("DATABASE_URL"),
+        Some("postgres://user:pa ss@db/app")
+    );
+    assert_eq!(format!("{decrypted:?}"), r#"{"DATABASE_URL"}"#);
     let err = decrypt_launch_spec(&foreign).unwrap_err();
     assert!(err.to_string().contains("namespace not allowed"), "{err}");
 }
@@ -268,4 +272,20 @@ fn launch_spec_without_key_file_fails() {
 fn launch_spec_without_secrets_reads_no_key() {
     let spec = launch_spec(BTreeMap::new(), None, &[""]);
     assert!(decrypt_launch_spec(&spec).unwrap().is_empty());
+}
+
+#[test]
+fn launch_spec_variable_in_both_environs_fails() {
+    let vectors = pynacl_vectors();
+    let mut spec = launch_spec(environ(&[("A", &[&vectors[0].value])]), None, &[""]);
+    spec.container
+        .environ
+        .insert("A".to_string(), "plain".to_string());
+
+    let err = decrypt_launch_spec(&spec).unwrap_err();
+
+    assert!(
+        matches!(err, SecretsError::ConflictsWithEnviron { ref variable } if variable == "A"),
+        "{err}"
+    );
 }

@@ -3,6 +3,7 @@
 use super::container::ContainerConfig;
 use super::problems::{FileContext, Problems};
 use super::read::parse_text;
+use super::secrets_check::check_secret_values;
 use super::spec::Volume;
 use super::tags::{Activation, VariableType};
 use super::vars::{check_use, is_pid_value, used_vars};
@@ -234,31 +235,6 @@ fn check_secrets(config: &ContainerConfig, context: &FileContext, problems: &mut
                 problems.push(context.problem(
                     &format!("secret-environ.{name}"),
                     format!("{name} is set in both environ and secret-environ: keep one"),
-                ));
-            }
-        }
-    }
-}
-
-/// Checks that every secret is an encrypted `v2:` value.
-pub(crate) fn check_secret_values(
-    secrets: &std::collections::BTreeMap<String, Vec<String>>,
-    context: &FileContext,
-    prefix: &str,
-    problems: &mut Problems,
-) {
-    for (name, values) in secrets {
-        if values.is_empty() {
-            problems.push(context.problem(
-                &format!("{prefix}{name}"),
-                "an empty list: write at least one encrypted value",
-            ));
-        }
-        for value in values {
-            if !value.starts_with("v2:") || value.split(':').count() != 5 {
-                problems.push(context.problem(
-                    &format!("{prefix}{name}"),
-                    "not an encrypted value: encrypt it with lithos_crypt encrypt (values look like v2:KEY:NS:SECRET:DATA)",
                 ));
             }
         }

@@ -56,21 +56,45 @@ pub fn check_file(path: &Path, kind: FileKind) -> Problems {
     result.err().unwrap_or_default()
 }
 
-/// Loads a sandbox config alone.
-pub fn check_sandbox_file(path: &Path) -> Result<SandboxConfig, Problems> {
+/// Loads and checks config text of the given kind as if read from `path`.
+pub fn check_text(path: &Path, text: &str, kind: FileKind) -> Problems {
+    let result = match kind {
+        FileKind::Master => super::master::parse_master(path, text).map(|_| ()),
+        FileKind::Sandbox => sandbox_from_text(path, text).map(|_| ()),
+        FileKind::Processes => processes_from_text(path, text).map(|_| ()),
+        FileKind::Container => container_from_text(path, text).map(|_| ()),
+        FileKind::SecretEnviron => parse_secret_file(&FileContext {
+            path,
+            text,
+            scope: Scope::Master,
+        })
+        .map(|_| ()),
+    };
+    result.err().unwrap_or_default()
+}
+
+fn stem_scope(path: &Path) -> (String, Scope) {
     let name = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("")
         .to_string();
-    let scope = Scope::Sandbox(name);
-    let text = read(path, &scope)?;
+    (name.clone(), Scope::Sandbox(name))
+}
+
+/// Loads a sandbox config alone.
+pub fn check_sandbox_file(path: &Path) -> Result<SandboxConfig, Problems> {
+    let text = read(path, &stem_scope(path).1)?;
+    sandbox_from_text(path, &text)
+}
+
+fn sandbox_from_text(path: &Path, text: &str) -> Result<SandboxConfig, Problems> {
     let context = FileContext {
         path,
-        text: &text,
-        scope,
+        text,
+        scope: stem_scope(path).1,
     };
-    let sandbox: SandboxConfig = parse_text(&context, &text).map_err(Problems::from)?;
+    let sandbox: SandboxConfig = parse_text(&context, text).map_err(Problems::from)?;
     let problems = sandbox.check(&context, true);
     if problems.is_empty() {
         Ok(sandbox)
@@ -81,18 +105,16 @@ pub fn check_sandbox_file(path: &Path) -> Result<SandboxConfig, Problems> {
 
 /// Loads a processes file alone: every entry is parsed and checked for its own keys.
 pub fn check_processes_file(path: &Path) -> Result<BTreeMap<String, ProcessEntry>, Problems> {
-    let name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("")
-        .to_string();
-    let scope = Scope::Sandbox(name.clone());
-    let text = read(path, &scope)?;
-    let context = FileContext {
-        path,
-        text: &text,
-        scope,
-    };
+    let text = read(path, &stem_scope(path).1)?;
+    processes_from_text(path, &text)
+}
+
+fn processes_from_text(
+    path: &Path,
+    text: &str,
+) -> Result<BTreeMap<String, ProcessEntry>, Problems> {
+    let (name, scope) = stem_scope(path);
+    let context = FileContext { path, text, scope };
     let parsed = parse_processes(&context, &name).map_err(Problems::from)?;
     let mut problems = Problems::default();
     let mut entries = BTreeMap::new();
@@ -158,14 +180,19 @@ pub(crate) fn check_entry_keys(
 /// Loads a container config alone, as `lithos_check --check-container` does: every use of
 /// a variable must be declared or built in, but no values are needed.
 pub fn check_container_file(path: &Path) -> Result<ContainerConfig, Problems> {
-    let scope = Scope::Master;
-    let text = read(path, &scope)?;
-    let context = FileContext {
-        path,
-        text: &text,
-        scope,
-    };
-    parse_container_text(&context, true)
+    let text = read(path, &Scope::Master)?;
+    container_from_text(path, &text)
+}
+
+fn container_from_text(path: &Path, text: &str) -> Result<ContainerConfig, Problems> {
+    parse_container_text(
+        &FileContext {
+            path,
+            text,
+            scope: Scope::Master,
+        },
+        true,
+    )
 }
 
 /// Loads a secret-environ-file alone.

@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use super::spec::LaunchSpec;
 
-/// Version of the canonical encoding; part of the hashed text, so a change of the encoding
-/// changes every fingerprint exactly once and on purpose.
+/// Version of the canonical encoding. It is part of the hashed text, so a new encoding gets a
+/// new version and changes every fingerprint once, on purpose.
 pub const FINGERPRINT_VERSION: u32 = 1;
 
 /// Fields of the container that do not need a restart when they change: timeouts and exit
@@ -18,9 +18,9 @@ const PORT_EXCLUDED: [&str; 3] = ["listen_backlog", "reuse_addr", "set_non_block
 /// Returns the hex fingerprint of an instantiated spec.
 ///
 /// The spec goes through JSON with sorted keys, so the order of keys in the config files
-/// and of maps never matters. Restart and kill timeouts, normal exit codes, the socket
-/// options above and the instance count (not part of a spec) are left out; metadata never
-/// reaches a spec. Encrypted secrets and each port's number, host and fd are included.
+/// and of maps never matters. Restart and kill timeouts, normal exit codes and the socket
+/// options above are left out. The instance count and metadata are not part of a spec.
+/// Encrypted secrets and each port's number, host and fd are included.
 pub fn fingerprint(spec: &LaunchSpec) -> String {
     let mut value = serde_json::to_value(spec).unwrap_or(Value::Null);
     if let Some(container) = value.get_mut("container").and_then(Value::as_object_mut) {

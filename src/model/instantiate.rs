@@ -8,14 +8,13 @@ use super::container::ContainerConfig;
 use super::master::MasterConfig;
 use super::problems::{FileContext, Problems};
 use super::process::ProcessEntry;
-use super::sandbox::{valid_namespace, SandboxConfig};
+use super::sandbox::SandboxConfig;
 use super::spec::{
-    CgroupSpec, ContainerKind, ContainerSpec, EntryKind, HostsFileSpec, IdMap, LaunchSpec,
-    NetworkSpec, ResolvConfSpec, TcpPortSpec, Volume, LAUNCH_SPEC_VERSION,
+    CgroupSpec, ContainerSpec, EntryKind, HostsFileSpec, LaunchSpec, NetworkSpec, ResolvConfSpec,
+    TcpPortSpec, LAUNCH_SPEC_VERSION,
 };
 use super::tags::{Activation, VariableType};
-use super::units::{format_ranges, in_ranges};
-use super::vars::{check_value, is_pid_value, substitute, BUILTIN_CONFIG_FILENAME, BUILTIN_NAME};
+use super::vars::{is_pid_value, substitute, BUILTIN_CONFIG_FILENAME, BUILTIN_NAME};
 
 /// Everything one process entry is built from.
 pub(crate) struct EntryInput<'a> {
@@ -35,275 +34,18 @@ pub(crate) struct EntryInput<'a> {
 }
 
 impl EntryInput<'_> {
-    fn entry_key(&self, key: &str) -> String {
+    pub(crate) fn entry_key(&self, key: &str) -> String {
         format!("{}.{key}", self.entry_name)
     }
 
+    /// Returns the allowed secret namespaces: the sandbox's plus the entry's extra ones.
+    pub(crate) fn namespaces(&self) -> Vec<String> {
+        merged_namespaces(self.sandbox, self.entry)
+    }
+
     /// Returns true when a port of this entry binds inside the bridged network.
-    fn internal_port(&self, external: bool) -> bool {
+    pub(crate) fn internal_port(&self, external: bool) -> bool {
         self.sandbox.bridged_network.is_some() && !external
-    }
-}
-
-/// Runs every check that needs the sandbox, the entry and the container together.
-pub(crate) fn check_entry(input: &EntryInput) -> Problems {
-    let mut problems = Problems::default();
-    check_kind(input, &mut problems);
-    check_variables(input, &mut problems);
-    check_ids(input, &mut problems);
-    check_network(input, &mut problems);
-    check_volumes(input, &mut problems);
-    for namespace in &input.entry.extra_secrets_namespaces {
-        if !valid_namespace(namespace) {
-            problems.push(input.processes.problem(
-                &input.entry_key("extra-secrets-namespaces"),
-                format!("{namespace:?} is not a namespace: use only letters, digits, _ . and -"),
-            ));
-        }
-    }
-    if !input.secrets.is_empty() && input.sandbox.secrets_private_key.is_none() {
-        problems.push(input.config.problem(
-            "secret-environ",
-            "secrets need a key: set secrets-private-key in the sandbox config",
-        ));
-    }
-    if problems.is_empty() {
-        // Port numbers come from substitution, so check them on an instantiated spec.
-        match instantiate(input, 0) {
-            Ok(spec) => check_ports(input, &spec, &mut problems),
-            Err(more) => problems.extend(more),
-        }
-    }
-    problems
-}
-
-fn check_kind(input: &EntryInput, problems: &mut Problems) {
-    let matches = matches!(
-        (input.container.kind, input.entry.kind),
-        (ContainerKind::CommandOrDaemon, _)
-            | (ContainerKind::Daemon, EntryKind::Daemon)
-            | (ContainerKind::Command, EntryKind::Command)
-    );
-    if !matches {
-        problems.push(input.processes.problem(
-            &input.entry_key("kind"),
-            format!(
-                "the entry is a {:?} but its container config {} is of kind {:?}: make the kinds agree",
-                input.entry.kind,
-                input.entry.config.display(),
-                input.container.kind
-            ),
-        ));
-    }
-}
-
-fn check_variables(input: &EntryInput, problems: &mut Problems) {
-    for (name, kind) in &input.container.variables {
-        let key = input.entry_key(&format!("variables.{name}"));
-        let Some(value) = input.entry.variables.get(name) else {
-            problems.push(input.processes.problem(
-                &input.entry_key("variables"),
-                format!(
-                    "variable {name:?} is declared in {} but has no value: add {name}: VALUE under variables",
-                    input.entry.config.display()
-                ),
-            ));
-            continue;
-        };
-        let allowed = match kind {
-            VariableType::TcpPort {
-                activation: Activation::None,
-            } => {
-                let uses_internal = input.container.tcp_ports.iter().any(|(port, settings)| {
-                    port.contains(&format!("@{{{name}}}")) && input.internal_port(settings.external)
-                });
-                (!uses_internal).then_some(input.sandbox.allow_tcp_ports.as_slice())
-            }
-            VariableType::TcpPort {
-                activation: Activation::Systemd,
-            } => (!input.internal_port(false)).then_some(input.sandbox.allow_tcp_ports.as_slice()),
-            _ => None,
-        };
-        if let Err(message) = check_value(name, kind, value, allowed) {
-            problems.push(input.processes.problem(&key, message));
-        }
-    }
-}
-
-fn check_ids(input: &EntryInput, problems: &mut Problems) {
-    let container = input.container;
-    let sandbox = input.sandbox;
-    if !sandbox.uid_map.is_empty() && !container.uid_map.is_empty() {
-        problems.push(input.config.problem(
-            "uid-map",
-            "uid-map is set in both the sandbox and the container: keep one",
-        ));
-    }
-    if !sandbox.gid_map.is_empty() && !container.gid_map.is_empty() {
-        problems.push(input.config.problem(
-            "gid-map",
-            "gid-map is set in both the sandbox and the container: keep one",
-        ));
-    }
-    let user = match container.user_id.or(sandbox.default_user) {
-        Some(user) => user,
-        None => {
-            problems.push(input.config.file_problem(
-                "missing key \"user-id\": set user-id here or default-user in the sandbox config",
-            ));
-            return;
-        }
-    };
-    let group = container.group_id.unwrap_or(sandbox.default_group);
-    check_id(
-        input,
-        "user-id",
-        "allow-users",
-        user,
-        &container.uid_map,
-        &sandbox.allow_users,
-        problems,
-    );
-    check_id(
-        input,
-        "group-id",
-        "allow-groups",
-        group,
-        &container.gid_map,
-        &sandbox.allow_groups,
-        problems,
-    );
-}
-
-fn check_id(
-    input: &EntryInput,
-    key: &str,
-    allow_key: &str,
-    id: u32,
-    container_map: &[IdMap],
-    allowed: &[super::units::IdRange],
-    problems: &mut Problems,
-) {
-    if container_map.is_empty() {
-        if !in_ranges(allowed, id.into()) {
-            problems.push(input.config.problem(
-                key,
-                format!("{id} is not in the sandbox's {allow_key} {}: use an allowed id or extend {allow_key}", format_ranges(allowed)),
-            ));
-        }
-        return;
-    }
-    // With a container map, the sandbox limits the outside ids the map may use.
-    if !container_map
-        .iter()
-        .any(|m| m.inside <= id && u64::from(id) < u64::from(m.inside) + u64::from(m.count))
-    {
-        problems.push(input.config.problem(
-            key,
-            format!("{id} is not mapped by the container's id map: add it to the map"),
-        ));
-    }
-    for line in container_map {
-        let last = u64::from(line.outside) + u64::from(line.count).saturating_sub(1);
-        let covered = allowed
-            .iter()
-            .any(|r| r.start <= u64::from(line.outside) && last <= r.end);
-        if !covered {
-            problems.push(input.config.problem(
-                if key == "user-id" {
-                    "uid-map"
-                } else {
-                    "gid-map"
-                },
-                format!(
-                    "outside ids {}-{last} are not in the sandbox's {allow_key} {}",
-                    line.outside,
-                    format_ranges(allowed)
-                ),
-            ));
-        }
-    }
-}
-
-fn check_network(input: &EntryInput, problems: &mut Problems) {
-    let entry = input.entry;
-    let key = input.entry_key("ip-addresses");
-    let Some(bridged) = &input.sandbox.bridged_network else {
-        if !entry.ip_addresses.is_empty() {
-            problems.push(input.processes.problem(
-                &key,
-                "ip-addresses need a bridged-network in the sandbox config",
-            ));
-        }
-        return;
-    };
-    let network: ipnetwork::IpNetwork = match bridged.network.parse() {
-        Ok(network) => network,
-        Err(_) => return,
-    };
-    if entry.kind == EntryKind::Daemon && entry.ip_addresses.len() != entry.instances as usize {
-        problems.push(input.processes.problem(
-            &key,
-            format!(
-                "{} address(es) for {} instance(s): a bridged sandbox needs one ip address per instance",
-                entry.ip_addresses.len(),
-                entry.instances
-            ),
-        ));
-    }
-    for address in &entry.ip_addresses {
-        if !network.contains(*address) {
-            problems.push(input.processes.problem(
-                &key,
-                format!("{address} lies outside the sandbox's bridged network {network}: use an address inside it"),
-            ));
-        }
-    }
-}
-
-fn check_volumes(input: &EntryInput, problems: &mut Problems) {
-    let sandbox = input.sandbox;
-    for (mount_point, volume) in &input.container.volumes {
-        let key = format!("volumes.{}", mount_point.display());
-        let (path, writable) = match volume {
-            Volume::Readonly { path } => (path, false),
-            Volume::Persistent { path, .. } => (path, true),
-            _ => continue,
-        };
-        let under = |paths: &BTreeMap<PathBuf, PathBuf>| {
-            paths.keys().any(|prefix| path.starts_with(prefix))
-        };
-        let allowed =
-            under(&sandbox.writable_paths) || (!writable && under(&sandbox.readonly_paths));
-        if !allowed {
-            let list = if writable {
-                "writable-paths"
-            } else {
-                "readonly-paths or writable-paths"
-            };
-            problems.push(input.config.problem(
-                &key,
-                format!(
-                    "{} is not under any of the sandbox's {list}: add a virtual path for it there",
-                    path.display()
-                ),
-            ));
-        }
-    }
-}
-
-fn check_ports(input: &EntryInput, spec: &LaunchSpec, problems: &mut Problems) {
-    let allowed = &input.sandbox.allow_tcp_ports;
-    for port in spec.container.tcp_ports.values() {
-        if input.internal_port(port.external) {
-            continue;
-        }
-        if !in_ranges(allowed, port.port.into()) {
-            problems.push(input.config.problem(
-                "tcp-ports",
-                format!("port {} is not in the sandbox's allow-tcp-ports {}: add it there or use another port", port.port, format_ranges(allowed)),
-            ));
-        }
     }
 }
 
@@ -387,9 +129,18 @@ fn merged_namespaces(sandbox: &SandboxConfig, entry: &ProcessEntry) -> Vec<Strin
     namespaces
 }
 
-fn instantiate_container(input: &EntryInput, name: &str) -> Result<ContainerSpec, Problems> {
+/// The fields of a container config that variables are substituted in.
+struct Substituted {
+    arguments: Vec<String>,
+    environ: BTreeMap<String, String>,
+    pid_environ: Vec<String>,
+    tcp_ports: BTreeMap<i32, TcpPortSpec>,
+}
+
+/// Substitutes variables in arguments, environ values and tcp-ports keys, and expands the
+/// systemd activation shortcut.
+fn substitute_fields(input: &EntryInput, name: &str) -> Result<Substituted, Problems> {
     let c = input.container;
-    let sandbox = input.sandbox;
     let mut problems = Problems::default();
     let mut values: BTreeMap<&str, String> = BTreeMap::new();
     for declared in c.variables.keys() {
@@ -409,25 +160,25 @@ fn instantiate_container(input: &EntryInput, name: &str) -> Result<ContainerSpec
             String::new()
         })
     };
-    let arguments = c
-        .arguments
-        .iter()
-        .enumerate()
-        .map(|(i, argument)| sub(&format!("arguments[{i}]"), argument, &mut problems))
-        .collect();
-    let mut environ = BTreeMap::new();
-    let mut pid_environ = Vec::new();
+    let mut result = Substituted {
+        arguments: Vec::new(),
+        environ: BTreeMap::new(),
+        pid_environ: Vec::new(),
+        tcp_ports: BTreeMap::new(),
+    };
+    for (i, argument) in c.arguments.iter().enumerate() {
+        result
+            .arguments
+            .push(sub(&format!("arguments[{i}]"), argument, &mut problems));
+    }
     for (key, value) in &c.environ {
         if is_pid_value(value) {
-            pid_environ.push(key.clone());
+            result.pid_environ.push(key.clone());
         } else {
-            environ.insert(
-                key.clone(),
-                sub(&format!("environ.{key}"), value, &mut problems),
-            );
+            let value = sub(&format!("environ.{key}"), value, &mut problems);
+            result.environ.insert(key.clone(), value);
         }
     }
-    let mut tcp_ports = BTreeMap::new();
     for (written, settings) in &c.tcp_ports {
         let key = format!("tcp-ports.{written}");
         let text = sub(&key, written, &mut problems);
@@ -438,35 +189,46 @@ fn instantiate_container(input: &EntryInput, name: &str) -> Result<ContainerSpec
             ));
             continue;
         };
-        tcp_ports.insert(
+        let spec = TcpPortSpec {
+            port,
+            host: settings.host,
             fd,
-            TcpPortSpec {
-                port,
-                host: settings.host,
-                fd,
-                listen_backlog: settings.listen_backlog,
-                reuse_addr: settings.reuse_addr,
-                reuse_port: settings.reuse_port,
-                set_non_block: settings.set_non_block,
-                external: settings.external,
-            },
-        );
+            listen_backlog: settings.listen_backlog,
+            reuse_addr: settings.reuse_addr,
+            reuse_port: settings.reuse_port,
+            set_non_block: settings.set_non_block,
+            external: settings.external,
+        };
+        result.tcp_ports.insert(fd, spec);
     }
     add_systemd_ports(
         input,
-        &mut tcp_ports,
-        &mut environ,
-        &mut pid_environ,
+        &mut result.tcp_ports,
+        &mut result.environ,
+        &mut result.pid_environ,
         &mut problems,
     );
-    if !problems.is_empty() {
-        return Err(problems);
+    if problems.is_empty() {
+        Ok(result)
+    } else {
+        Err(problems)
     }
+}
+
+fn instantiate_container(input: &EntryInput, name: &str) -> Result<ContainerSpec, Problems> {
+    let c = input.container;
+    let sandbox = input.sandbox;
+    let Substituted {
+        arguments,
+        environ,
+        pid_environ,
+        tcp_ports,
+    } = substitute_fields(input, name)?;
     let hosts = &c.hosts_file;
     Ok(ContainerSpec {
         kind: c.kind,
         user_id: c.user_id.or(sandbox.default_user).unwrap_or_default(),
-        group_id: c.group_id.unwrap_or(sandbox.default_group),
+        group_id: c.group_id.or(sandbox.default_group).unwrap_or(0),
         memory_limit: c.memory_limit,
         cpu_shares: c.cpu_shares,
         fileno_limit: c

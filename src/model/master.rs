@@ -128,6 +128,12 @@ fn visit_master<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawMaster, A::Erro
 
 struct_deserialize!(RawMaster, "the master config (a mapping)", visit_master);
 
+/// Facilities accepted by `syslog-facility`, as syslog(3) names them.
+const SYSLOG_FACILITIES: &[&str] = &[
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+];
+
 /// Log levels accepted by `log-level`.
 pub(crate) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
@@ -151,40 +157,21 @@ pub fn parse_master(path: &Path, text: &str) -> Result<MasterConfig, Problems> {
         scope: Scope::Master,
     };
     let raw: RawMaster = parse_text(&context, text).map_err(Problems::from)?;
-    let base = path.parent().unwrap_or(Path::new("/"));
-    let mut problems = Problems::default();
-
-    let runtime_dir = raw
-        .runtime_dir
-        .unwrap_or_else(|| PathBuf::from("/run/lithos"));
-    if !runtime_dir.is_absolute() {
-        problems.push(context.problem(
-            "runtime-dir",
-            format!(
-                "{:?} is relative: runtime-dir must be an absolute path",
-                runtime_dir.display().to_string()
-            ),
-        ));
+    let master = resolve_master(raw, path.parent().unwrap_or(Path::new("/")));
+    let problems = check_master(&master, &context);
+    if problems.is_empty() {
+        Ok(master)
+    } else {
+        Err(problems)
     }
+}
+
+/// Applies defaults and resolves relative paths (`base` is the master file's directory).
+fn resolve_master(raw: RawMaster, base: &Path) -> MasterConfig {
+    let runtime_dir = raw.runtime_dir.unwrap_or_else(|| "/run/lithos".into());
     let default_log_dir = raw
         .default_log_dir
-        .unwrap_or_else(|| PathBuf::from("/var/log/lithos"));
-    if !default_log_dir.is_absolute() {
-        problems.push(context.problem(
-            "default-log-dir",
-            "default-log-dir must be an absolute path, for example /var/log/lithos",
-        ));
-    }
-    let log_level = raw.log_level.unwrap_or_else(|| "warn".to_string());
-    if !LOG_LEVELS.contains(&log_level.as_str()) {
-        problems.push(context.problem(
-            "log-level",
-            format!(
-                "{log_level:?} is not a log level: use one of {}",
-                LOG_LEVELS.join(", ")
-            ),
-        ));
-    }
+        .unwrap_or_else(|| "/var/log/lithos".into());
     let cgroup_controllers = if raw.cgroup_controllers.is_empty() {
         DEFAULT_CGROUP_CONTROLLERS
             .iter()
@@ -193,10 +180,63 @@ pub fn parse_master(path: &Path, text: &str) -> Result<MasterConfig, Problems> {
     } else {
         raw.cgroup_controllers
     };
-    let cgroup_name = raw
-        .cgroup_name
-        .unwrap_or_else(|| Some("lithos.slice".to_string()));
-    if let Some(name) = &cgroup_name {
+    let config_log_dir = match raw.config_log_dir {
+        None => Some(default_log_dir.join("config")),
+        Some(dir) => dir.map(|dir| default_log_dir.join(dir)),
+    };
+    MasterConfig {
+        state_dir: runtime_dir.join(raw.state_dir.unwrap_or_else(|| "state".into())),
+        mount_dir: runtime_dir.join(raw.mount_dir.unwrap_or_else(|| "mnt".into())),
+        metrics_file: runtime_dir.join(raw.metrics_file.unwrap_or_else(|| "metrics.prom".into())),
+        devfs_dir: raw
+            .devfs_dir
+            .unwrap_or_else(|| "/var/lib/lithos/dev".into()),
+        cgroup_name: raw
+            .cgroup_name
+            .unwrap_or_else(|| Some("lithos.slice".to_string())),
+        cgroup_controllers,
+        config_log_dir,
+        stdio_log_dir: default_log_dir.join(raw.stdio_log_dir.unwrap_or_else(|| "stderr".into())),
+        log_file: default_log_dir.join(raw.log_file.unwrap_or_else(|| "master.log".into())),
+        log_level: raw.log_level.unwrap_or_else(|| "warn".to_string()),
+        syslog_facility: raw.syslog_facility,
+        syslog_name: raw.syslog_name.unwrap_or_else(|| "lithos".to_string()),
+        sandboxes_dir: base.join(raw.sandboxes_dir.unwrap_or_else(|| "sandboxes".into())),
+        processes_dir: base.join(raw.processes_dir.unwrap_or_else(|| "processes".into())),
+        runtime_dir,
+        default_log_dir,
+    }
+}
+
+/// Checks a resolved master config.
+fn check_master(master: &MasterConfig, context: &FileContext) -> Problems {
+    let mut problems = Problems::default();
+    for (key, dir) in [
+        ("runtime-dir", &master.runtime_dir),
+        ("default-log-dir", &master.default_log_dir),
+        ("devfs-dir", &master.devfs_dir),
+    ] {
+        if !dir.is_absolute() {
+            problems.push(context.problem(
+                key,
+                format!(
+                    "{:?} is relative: {key} must be an absolute path",
+                    dir.display().to_string()
+                ),
+            ));
+        }
+    }
+    if !LOG_LEVELS.contains(&master.log_level.as_str()) {
+        problems.push(context.problem(
+            "log-level",
+            format!(
+                "{:?} is not a log level: use one of {}",
+                master.log_level,
+                LOG_LEVELS.join(", ")
+            ),
+        ));
+    }
+    if let Some(name) = &master.cgroup_name {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             problems.push(context.problem(
                 "cgroup-name",
@@ -204,38 +244,18 @@ pub fn parse_master(path: &Path, text: &str) -> Result<MasterConfig, Problems> {
             ));
         }
     }
-    let devfs_dir = raw
-        .devfs_dir
-        .unwrap_or_else(|| PathBuf::from("/var/lib/lithos/dev"));
-    if !devfs_dir.is_absolute() {
-        problems.push(context.problem("devfs-dir", "devfs-dir must be an absolute path"));
+    if let Some(facility) = &master.syslog_facility {
+        if !SYSLOG_FACILITIES.contains(&facility.as_str()) {
+            problems.push(context.problem(
+                "syslog-facility",
+                format!(
+                    "{facility:?} is not a syslog facility: use one of {}",
+                    SYSLOG_FACILITIES.join(", ")
+                ),
+            ));
+        }
     }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-
-    let config_log_dir = match raw.config_log_dir {
-        None => Some(default_log_dir.join("config")),
-        Some(dir) => dir.map(|dir| default_log_dir.join(dir)),
-    };
-    Ok(MasterConfig {
-        state_dir: runtime_dir.join(raw.state_dir.unwrap_or_else(|| "state".into())),
-        mount_dir: runtime_dir.join(raw.mount_dir.unwrap_or_else(|| "mnt".into())),
-        metrics_file: runtime_dir.join(raw.metrics_file.unwrap_or_else(|| "metrics.prom".into())),
-        devfs_dir,
-        cgroup_name,
-        cgroup_controllers,
-        config_log_dir,
-        stdio_log_dir: default_log_dir.join(raw.stdio_log_dir.unwrap_or_else(|| "stderr".into())),
-        log_file: default_log_dir.join(raw.log_file.unwrap_or_else(|| "master.log".into())),
-        log_level,
-        syslog_facility: raw.syslog_facility,
-        syslog_name: raw.syslog_name.unwrap_or_else(|| "lithos".to_string()),
-        sandboxes_dir: base.join(raw.sandboxes_dir.unwrap_or_else(|| "sandboxes".into())),
-        processes_dir: base.join(raw.processes_dir.unwrap_or_else(|| "processes".into())),
-        runtime_dir,
-        default_log_dir,
-    })
+    problems
 }
 
 /// Makes `path` absolute against the current directory without touching the file system.

@@ -5,6 +5,7 @@
 
 pub mod container;
 pub mod container_check;
+mod entry_check;
 pub mod files;
 pub mod fingerprint;
 pub mod image;
@@ -15,6 +16,7 @@ pub mod process;
 mod read;
 pub mod sandbox;
 mod scalar;
+mod secrets_check;
 pub mod spec;
 pub mod tags;
 mod tree;

@@ -101,8 +101,8 @@ struct_deserialize!(ProcessEntry, "a process entry (a mapping)", visit_entry);
 /// Parses a processes file; each entry parses on its own so one bad entry keeps the others.
 ///
 /// The outer error is a problem of the whole file (bad YAML, not a mapping, a duplicate
-/// name). The first error inside an entry keeps serde_yaml's line and column; errors of
-/// further entries are found by parsing each entry from a `Value` and are placed by key.
+/// name). The first error inside an entry keeps serde_yaml's line and column. Errors of
+/// further entries are found by parsing each entry alone, so they are placed by key.
 pub(crate) fn parse_processes(
     context: &FileContext,
     sandbox: &str,
@@ -125,7 +125,17 @@ pub(crate) fn parse_processes(
         serde_yaml::Value::Null => return Ok(BTreeMap::new()),
         _ => return Err(first_error),
     };
-    let failed_name = first_error.key.split('.').next().unwrap_or("").to_string();
+    // Names may contain dots, so match whole names against the start of the key path.
+    let failed_name = mapping
+        .keys()
+        .filter_map(|key| match key {
+            serde_yaml::Value::String(name) => Some(name.clone()),
+            serde_yaml::Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        })
+        .filter(|name| first_error.key == *name || first_error.key.starts_with(&format!("{name}.")))
+        .max_by_key(String::len)
+        .unwrap_or_default();
     let mut entries = BTreeMap::new();
     for (name, entry) in mapping {
         let name = match name {
@@ -142,13 +152,14 @@ pub(crate) fn parse_processes(
             problem.scope = entry_scope(&name);
             Err(problem)
         } else {
-            serde_yaml::from_value::<ProcessEntry>(entry).map_err(|error| {
+            // The entry goes through text again, so it parses exactly like the first pass.
+            let text = serde_yaml::to_string(&entry).unwrap_or_default();
+            serde_yaml::from_str::<ProcessEntry>(&text).map_err(|error| {
                 let mut problem = context.yaml_problem(&error);
                 problem.key = join_key(&name, &problem.key);
-                if let Some((line, column)) = locate_key(context.text, &problem.key) {
-                    problem.line = Some(line);
-                    problem.column = Some(column);
-                }
+                let position = locate_key(context.text, &problem.key);
+                problem.line = position.map(|(line, _)| line);
+                problem.column = position.map(|(_, column)| column);
                 problem.scope = entry_scope(&name);
                 problem
             })

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-use super::problems::{FileContext, Problem};
+use super::problems::{locate_key, FileContext, Problem};
 
 /// Largest config file read; a bigger file is a mistake, not a config.
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
@@ -31,7 +31,7 @@ pub(crate) fn read_text(path: &Path) -> Result<String, String> {
 /// Parses YAML text into `T`, keeping the line, column and key path of the first error.
 ///
 /// Only text that contains a merge key (`<<`) goes through `serde_yaml::Value`, because
-/// applying merges needs the whole tree; errors in such a file lose their line.
+/// applying merges needs the whole tree. Errors in such a file are placed by their key path.
 pub(crate) fn parse_text<T: DeserializeOwned>(
     context: &FileContext,
     text: &str,
@@ -40,7 +40,16 @@ pub(crate) fn parse_text<T: DeserializeOwned>(
         let mut value: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| context.yaml_problem(&e))?;
         value.apply_merge().map_err(|e| context.yaml_problem(&e))?;
-        return serde_yaml::from_value(value).map_err(|e| context.yaml_problem(&e));
+        // Parsing the merged tree as text again keeps one code path for every file. Its
+        // positions refer to the regenerated text, so errors are placed by key path.
+        let merged = serde_yaml::to_string(&value).map_err(|e| context.yaml_problem(&e))?;
+        return serde_yaml::from_str(&merged).map_err(|error| {
+            let mut problem = context.yaml_problem(&error);
+            let position = locate_key(text, &problem.key);
+            problem.line = position.map(|(line, _)| line);
+            problem.column = position.map(|(_, column)| column);
+            problem
+        });
     }
     serde_yaml::from_str(text).map_err(|e| context.yaml_problem(&e))
 }

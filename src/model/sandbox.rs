@@ -36,8 +36,8 @@ pub struct SandboxConfig {
     pub default_user: Option<u32>,
     /// Allowed group ids (`allow-groups`).
     pub allow_groups: Vec<IdRange>,
-    /// Group id when a container sets none (`default-group`).
-    pub default_group: u32,
+    /// Group id when a container sets none (`default-group`); 0 when not written.
+    pub default_group: Option<u32>,
     /// Allowed TCP ports (`allow-tcp-ports`).
     pub allow_tcp_ports: Vec<IdRange>,
     /// Extra `/etc/hosts` lines (`additional-hosts`).
@@ -75,7 +75,7 @@ impl Default for SandboxConfig {
             allow_users: Vec::new(),
             default_user: None,
             allow_groups: Vec::new(),
-            default_group: 0,
+            default_group: None,
             allow_tcp_ports: Vec::new(),
             additional_hosts: BTreeMap::new(),
             uid_map: Vec::new(),
@@ -158,7 +158,7 @@ fn visit_sandbox<'de, A: MapAccess<'de>>(mut map: A) -> Result<SandboxConfig, A:
             "allow-users" => s.allow_users = map.next_value::<List<_>>()?.0,
             "default-user" => s.default_user = map.next_value::<Opt<_>>()?.0,
             "allow-groups" => s.allow_groups = map.next_value::<List<_>>()?.0,
-            "default-group" => s.default_group = map.next_value::<P<_>>()?.0,
+            "default-group" => s.default_group = map.next_value::<Opt<_>>()?.0,
             "allow-tcp-ports" => s.allow_tcp_ports = map.next_value::<List<_>>()?.0,
             "additional-hosts" => {
                 s.additional_hosts = map
@@ -273,6 +273,11 @@ struct_deserialize!(
 impl<'de> serde::Deserialize<'de> for IdMapLine {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let fields = IdMapFields::deserialize(deserializer)?;
+        if fields.count == Some(0) {
+            return Err(de::Error::custom(
+                "count 0 maps no ids: write a count of 1 or more",
+            ));
+        }
         match (fields.inside, fields.outside, fields.count) {
             (Some(inside), Some(outside), Some(count)) => Ok(IdMapLine(IdMap { inside, outside, count })),
             _ => Err(de::Error::custom(
@@ -297,7 +302,8 @@ pub fn valid_namespace(value: &str) -> bool {
 }
 
 impl SandboxConfig {
-    /// Checks what one sandbox file can check alone; `require` asks for `image-dir`.
+    /// Checks the sandbox file on its own. With `require`, a missing `image-dir` is a
+    /// problem (documentation snippets leave it out).
     pub(crate) fn check(&self, context: &FileContext, require: bool) -> Problems {
         let mut problems = Problems::default();
         if require && self.image_dir.is_none() {
@@ -311,6 +317,12 @@ impl SandboxConfig {
                 "0 is not allowed: image-dir-levels is at least 1",
             ));
         }
+        self.check_defaults(context, &mut problems);
+        self.check_paths(context, &mut problems);
+        problems
+    }
+
+    fn check_defaults(&self, context: &FileContext, problems: &mut Problems) {
         if let Some(user) = self.default_user {
             if !in_ranges(&self.allow_users, user.into()) {
                 problems.push(context.problem(
@@ -322,8 +334,8 @@ impl SandboxConfig {
                 ));
             }
         }
-        if self.default_group != 0 || !self.allow_groups.is_empty() {
-            let group = self.default_group;
+        // An unwritten default-group (0) is checked only where a container uses it.
+        if let Some(group) = self.default_group {
             if !in_ranges(&self.allow_groups, group.into()) {
                 problems.push(context.problem(
                     "default-group",
@@ -361,6 +373,17 @@ impl SandboxConfig {
                 ),
             ));
         }
+    }
+
+    fn check_paths(&self, context: &FileContext, problems: &mut Problems) {
+        for (host, address) in &self.additional_hosts {
+            if address.parse::<std::net::IpAddr>().is_err() {
+                problems.push(context.problem(
+                    &format!("additional-hosts.{host}"),
+                    format!("{address:?} is not an IP address: write one like 10.0.0.2"),
+                ));
+            }
+        }
         for (key, paths) in [
             ("readonly-paths", &self.readonly_paths),
             ("writable-paths", &self.writable_paths),
@@ -378,6 +401,17 @@ impl SandboxConfig {
                 }
             }
         }
+        if let Some(key) = &self.secrets_private_key {
+            if !key.is_absolute() {
+                problems.push(context.problem(
+                    "secrets-private-key",
+                    format!(
+                        "{:?} is relative: secrets-private-key must be an absolute path",
+                        key.display().to_string()
+                    ),
+                ));
+            }
+        }
         if let Some(network) = &self.bridged_network {
             if let Some(first) = network.after_setup_command.first() {
                 if !first.starts_with('/') {
@@ -388,6 +422,5 @@ impl SandboxConfig {
                 }
             }
         }
-        problems
     }
 }

@@ -18,8 +18,12 @@ use super::units::{parse_int, parse_seconds, IdRange};
 
 /// A value that is written as one YAML scalar.
 pub(crate) trait Scalar: Sized {
-    /// What the value is, for messages: "an integer", "a path".
+    /// Description of the expected value for messages, such as "an integer".
     const EXPECTED: &'static str;
+
+    /// Read the scalar's text as written, so `0o755` or `1.10` in an environ value stays
+    /// exactly that text instead of being resolved as a number first.
+    const RAW: bool = false;
 
     fn from_str(text: &str) -> Result<Self, String>;
 
@@ -110,7 +114,12 @@ impl<'de, T: Scalar> Deserialize<'de> for P<T> {
             optional: false,
             marker: PhantomData,
         };
-        match deserializer.deserialize_any(visitor)? {
+        let value = if T::RAW {
+            deserializer.deserialize_str(visitor)?
+        } else {
+            deserializer.deserialize_any(visitor)?
+        };
+        match value {
             Some(value) => Ok(P(value)),
             None => Err(de::Error::custom(format!(
                 "a value is missing: write {}",
@@ -126,12 +135,17 @@ impl<'de, T: Scalar> Deserialize<'de> for Opt<T> {
             optional: true,
             marker: PhantomData,
         };
-        deserializer.deserialize_any(visitor).map(Opt)
+        if T::RAW {
+            deserializer.deserialize_str(visitor).map(Opt)
+        } else {
+            deserializer.deserialize_any(visitor).map(Opt)
+        }
     }
 }
 
 impl Scalar for String {
     const EXPECTED: &'static str = "a string";
+    const RAW: bool = true;
 
     fn from_str(text: &str) -> Result<Self, String> {
         Ok(text.to_string())
@@ -148,6 +162,7 @@ impl Scalar for String {
 
 impl Scalar for PathBuf {
     const EXPECTED: &'static str = "a path";
+    const RAW: bool = true;
 
     fn from_str(text: &str) -> Result<Self, String> {
         if text.is_empty() {

@@ -227,7 +227,7 @@ impl<'de> Deserialize<'de> for VolumeDef {
     }
 }
 
-/// How a `!TcpPort` variable is handed to the program.
+/// Activation mode of a `!TcpPort` variable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
 pub enum Activation {
     /// The container config's `tcp-ports` names the port.
@@ -242,7 +242,7 @@ pub enum Activation {
 pub enum VariableType {
     /// A TCP port within the sandbox's `allow-tcp-ports`.
     TcpPort {
-        /// How the port reaches the program.
+        /// Activation mode of the port.
         activation: Activation,
     },
     /// One of a fixed set of strings.

@@ -4,10 +4,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::container_check::{parse_container_text, parse_secret_file};
+use super::container::ContainerConfig;
+use super::container_check::{check_container, parse_secret_file};
+use super::entry_check::{check_entry, check_ports};
+use super::files::check_entry_keys;
 use super::fingerprint::fingerprint;
 use super::image::{check_image_name, resolve_in_root};
-use super::instantiate::{check_entry, instantiate, EntryInput};
+use super::instantiate::{instantiate, EntryInput};
 use super::master::{absolute, load_master, MasterConfig};
 use super::problems::{FileContext, Problem, Problems, Scope};
 use super::process::{parse_processes, ProcessEntry};
@@ -35,7 +38,7 @@ pub struct ConfigTree {
     pub problems: Problems,
 }
 
-/// What became of one sandbox.
+/// Result of loading one sandbox.
 #[derive(Clone, Debug)]
 pub enum SandboxLoad {
     /// The sandbox and its processes file loaded; entries may still have failed.
@@ -47,7 +50,7 @@ pub enum SandboxLoad {
     Failed,
 }
 
-/// What became of one process entry.
+/// Result of loading one process entry.
 #[derive(Clone, Debug)]
 pub enum EntryLoad {
     /// A daemon and its instances (none when `instances: 0`).
@@ -80,7 +83,8 @@ impl ConfigTree {
     }
 }
 
-/// Loads the tree of `master_path`; fails only when the master config cannot be loaded.
+/// Loads the tree of `master_path`. It fails only when the master config cannot be
+/// loaded; every other problem is listed in the returned tree.
 pub fn load_tree(master_path: &Path, options: &LoadOptions) -> Result<ConfigTree, Problems> {
     let master_path = absolute(master_path);
     let master = load_master(&master_path)?;
@@ -90,12 +94,29 @@ pub fn load_tree(master_path: &Path, options: &LoadOptions) -> Result<ConfigTree
         let load = load_sandbox(&master, &name, &path, options, &mut problems);
         sandboxes.insert(name, load);
     }
+    sort_in_file_order(&mut problems);
     Ok(ConfigTree {
         master_path,
         master,
         sandboxes,
         problems,
     })
+}
+
+/// Orders problems by file (in the order files were first reported) and by line within a
+/// file, because checks run by concept rather than by position.
+fn sort_in_file_order(problems: &mut Problems) {
+    let mut first_seen: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    for (index, problem) in problems.0.iter().enumerate() {
+        first_seen.entry(problem.file.clone()).or_insert(index);
+    }
+    problems.0.sort_by_key(|problem| {
+        (
+            first_seen[&problem.file],
+            problem.line.unwrap_or(0),
+            problem.column.unwrap_or(0),
+        )
+    });
 }
 
 /// Lists `sandboxes-dir/*.yaml` sorted by name.
@@ -140,38 +161,13 @@ fn load_sandbox(
     problems: &mut Problems,
 ) -> SandboxLoad {
     let scope = Scope::Sandbox(name.to_string());
-    let Some(text) = read_or_report(path, &scope, problems) else {
+    let Some((sandbox, sandbox_valid)) = read_sandbox(name, path, problems) else {
         return SandboxLoad::Failed;
     };
-    let context = FileContext {
-        path,
-        text: &text,
-        scope: scope.clone(),
-    };
-    if name.contains(':') || name.contains(char::is_whitespace) {
-        problems.push(context.file_problem(format!(
-            "{name:?} is not a sandbox name: rename the file without ':' or spaces"
-        )));
-        return SandboxLoad::Failed;
-    }
-    let mut sandbox: SandboxConfig = match parse_text(&context, &text) {
-        Ok(sandbox) => sandbox,
-        Err(problem) => {
-            problems.push(problem);
-            return SandboxLoad::Failed;
-        }
-    };
-    let own = sandbox.check(&context, true);
-    if !own.is_empty() {
-        problems.extend(own);
-        return SandboxLoad::Failed;
-    }
-    let base = path.parent().unwrap_or(Path::new("/"));
-    sandbox.image_dir = sandbox.image_dir.map(|dir| base.join(dir));
     let processes_path = match &options.alternate {
         Some((sandbox_name, alternate)) if sandbox_name == name => absolute(alternate),
         _ => match &sandbox.config_file {
-            Some(file) => base.join(file),
+            Some(file) => path.parent().unwrap_or(Path::new("/")).join(file),
             None => master.processes_dir.join(format!("{name}.yaml")),
         },
     };
@@ -190,8 +186,16 @@ fn load_sandbox(
             return SandboxLoad::Failed;
         }
     };
+    let duplicates = duplicate_addresses(&parsed, &processes);
     let mut entries = BTreeMap::new();
     for (entry_name, entry) in parsed {
+        if duplicates
+            .iter()
+            .any(|problem| problem.scope == Scope::Entry(name.to_string(), entry_name.clone()))
+        {
+            entries.insert(entry_name, EntryLoad::Failed);
+            continue;
+        }
         let load = match entry {
             Ok(entry) => load_entry(
                 master,
@@ -209,7 +213,80 @@ fn load_sandbox(
         };
         entries.insert(entry_name, load);
     }
-    SandboxLoad::Loaded { entries }
+    problems.extend(Problems(duplicates));
+    if sandbox_valid {
+        SandboxLoad::Loaded { entries }
+    } else {
+        SandboxLoad::Failed
+    }
+}
+
+/// Reads and checks a sandbox file; returns the sandbox with `image-dir` resolved and
+/// whether it is valid. A sandbox with problems is still returned when it names an
+/// image-dir, so its entries are checked too and one run reports everything.
+fn read_sandbox(name: &str, path: &Path, problems: &mut Problems) -> Option<(SandboxConfig, bool)> {
+    let scope = Scope::Sandbox(name.to_string());
+    let text = read_or_report(path, &scope, problems)?;
+    let context = FileContext {
+        path,
+        text: &text,
+        scope,
+    };
+    if name.contains(':') || name.contains(char::is_whitespace) {
+        problems.push(context.file_problem(format!(
+            "{name:?} is not a sandbox name: rename the file without ':' or spaces"
+        )));
+        return None;
+    }
+    let mut sandbox: SandboxConfig = match parse_text(&context, &text) {
+        Ok(sandbox) => sandbox,
+        Err(problem) => {
+            problems.push(problem);
+            return None;
+        }
+    };
+    let own = sandbox.check(&context, true);
+    let valid = own.is_empty();
+    problems.extend(own);
+    let base = path.parent().unwrap_or(Path::new("/"));
+    let image_dir = sandbox.image_dir.take()?;
+    sandbox.image_dir = Some(base.join(image_dir));
+    Some((sandbox, valid))
+}
+
+/// Reports an ip address given to more than one instance of the sandbox; both entries that
+/// use it fail, since neither can be started safely.
+fn duplicate_addresses(
+    parsed: &BTreeMap<String, Result<ProcessEntry, Problem>>,
+    processes: &FileContext,
+) -> Vec<Problem> {
+    let mut owners: BTreeMap<std::net::IpAddr, Vec<&str>> = BTreeMap::new();
+    for (name, entry) in parsed {
+        if let Ok(entry) = entry {
+            for address in &entry.ip_addresses {
+                owners.entry(*address).or_default().push(name);
+            }
+        }
+    }
+    let Scope::Sandbox(sandbox) = &processes.scope else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for (address, names) in owners.iter().filter(|(_, names)| names.len() > 1) {
+        let mut unique = names.clone();
+        unique.dedup();
+        for name in unique {
+            let context = FileContext {
+                scope: Scope::Entry(sandbox.clone(), name.to_string()),
+                ..processes.clone()
+            };
+            found.push(context.problem(
+                &format!("{name}.ip-addresses"),
+                format!("{address} is given {} times in this sandbox: give each instance its own address", names.len()),
+            ));
+        }
+    }
+    found
 }
 
 fn read_or_report(path: &Path, scope: &Scope, problems: &mut Problems) -> Option<String> {
@@ -243,57 +320,9 @@ fn load_entry(
         scope: scope.clone(),
         ..processes.clone()
     };
-    let entry_problem =
-        |key: &str, message: String| processes.problem(&format!("{entry_name}.{key}"), message);
-    let mut own = Vec::new();
-    if entry_name.is_empty()
-        || entry_name.contains(['/', ':', '.'])
-        || entry_name.contains(char::is_whitespace)
-    {
-        own.push(processes.problem(
-            entry_name,
-            format!("{entry_name:?} is not a process name: use letters, digits, _ and -"),
-        ));
-    }
-    if entry.image.is_empty() {
-        own.push(entry_problem(
-            "image",
-            "missing key \"image\": write image: NAME (a directory in image-dir)".into(),
-        ));
-    } else if let Err(message) = check_image_name(&entry.image, sandbox.image_dir_levels) {
-        own.push(entry_problem("image", message));
-    }
-    if entry.config.as_os_str().is_empty() {
-        own.push(entry_problem(
-            "config",
-            "missing key \"config\": write config: /config/NAME.yaml".into(),
-        ));
-    } else if !entry.config.is_absolute() {
-        own.push(entry_problem(
-            "config",
-            format!(
-                "{:?} is relative: config is an absolute path inside the image",
-                entry.config.display().to_string()
-            ),
-        ));
-    }
-    if !own.is_empty() {
-        problems.0.extend(own);
-        return EntryLoad::Failed;
-    }
-    let image_root = sandbox
-        .image_dir
-        .clone()
-        .unwrap_or_default()
-        .join(&entry.image);
-    let config_path = match resolve_in_root(&image_root, &entry.config) {
-        Ok(path) => path,
-        Err(message) => {
-            problems.push(entry_problem("config", message));
-            return EntryLoad::Failed;
-        }
-    };
-    let Some(text) = read_or_report(&config_path, &scope, problems) else {
+    let Some((image_root, config_path, text)) =
+        read_entry_config(sandbox, entry_name, entry, &processes, problems)
+    else {
         return EntryLoad::Failed;
     };
     let config = FileContext {
@@ -301,18 +330,21 @@ fn load_entry(
         text: &text,
         scope: scope.clone(),
     };
-    let container = match parse_container_text(&config, true) {
+    let container: ContainerConfig = match parse_text(&config, &text) {
         Ok(container) => container,
-        Err(more) => {
-            problems.extend(more);
+        Err(problem) => {
+            problems.push(problem);
             return EntryLoad::Failed;
         }
     };
+    // Semantic problems of the container do not stop the cross-file checks, so one run
+    // reports everything wrong with the entry.
+    let mut entry_problems = check_container(&container, &config, true);
     let secrets = match read_secrets(&container, &image_root, entry, &scope) {
         Ok(secrets) => secrets,
         Err(more) => {
-            problems.extend(more);
-            return EntryLoad::Failed;
+            entry_problems.extend(more);
+            BTreeMap::new()
         }
     };
     let input = EntryInput {
@@ -327,12 +359,63 @@ fn load_entry(
         processes: &processes,
         config: &config,
     };
-    let checked = check_entry(&input);
-    if !checked.is_empty() {
-        problems.extend(checked);
+    entry_problems.extend(check_entry(&input));
+    if entry_problems.is_empty() {
+        match instantiate(&input, 0) {
+            Ok(spec) => check_ports(&input, &spec, &mut entry_problems),
+            Err(more) => entry_problems.extend(more),
+        }
+    }
+    if !entry_problems.is_empty() {
+        problems.extend(entry_problems);
         return EntryLoad::Failed;
     }
     build_entry(&input, problems)
+}
+
+/// Checks the entry's own keys and reads its container config from the image; returns the
+/// image root, the config's host path and its text.
+fn read_entry_config(
+    sandbox: &SandboxConfig,
+    entry_name: &str,
+    entry: &ProcessEntry,
+    processes: &FileContext,
+    problems: &mut Problems,
+) -> Option<(PathBuf, PathBuf, String)> {
+    let mut own = check_entry_keys(processes, entry_name, entry);
+    if entry_name.is_empty()
+        || entry_name.contains(['/', ':'])
+        || entry_name.contains(char::is_whitespace)
+    {
+        // '/' and ':' separate the parts of instance names and cgroup leaves.
+        own.push(processes.problem(
+            entry_name,
+            format!("{entry_name:?} is not a process name: use no '/', ':' or spaces"),
+        ));
+    }
+    if !entry.image.is_empty() {
+        if let Err(message) = check_image_name(&entry.image, sandbox.image_dir_levels) {
+            own.push(processes.problem(&format!("{entry_name}.image"), message));
+        }
+    }
+    if !own.is_empty() {
+        problems.extend(own);
+        return None;
+    }
+    let image_root = sandbox
+        .image_dir
+        .clone()
+        .unwrap_or_default()
+        .join(&entry.image);
+    let config_path = match resolve_in_root(&image_root, &entry.config) {
+        Ok(path) => path,
+        Err(message) => {
+            problems.push(processes.problem(&format!("{entry_name}.config"), message));
+            return None;
+        }
+    };
+    let text = read_or_report(&config_path, &processes.scope, problems)?;
+    Some((image_root, config_path, text))
 }
 
 fn build_entry(input: &EntryInput, problems: &mut Problems) -> EntryLoad {

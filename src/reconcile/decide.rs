@@ -1,13 +1,13 @@
 //! The decision: per instance a derived state, per process a stop state, each matched
 //! exhaustively into actions.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::model::spec::{DesiredInstance, InstanceName};
-use crate::state::{clock, InstanceRecord, Observed, Persisted, ProcId, ProcessKind};
+use crate::state::{clock, InstanceRecord, Observed, Persisted, ProcId};
 
-use super::plan::{Action, InstanceState, Plan, Reason};
+use super::group::{merge, Grouped, Live};
+use super::plan::{Action, InstanceState, InstanceStates, Plan, Reason};
 use super::Desired;
 
 /// kill-timeout for processes with no config of their own: unknown children, and knots
@@ -22,20 +22,12 @@ pub const EXEC_RECHECK: Duration = Duration::from_millis(100);
 /// never execs, and it stops holding back starts.
 pub const FORK_GRACE: Duration = Duration::from_secs(5);
 
-/// How soon a process that got SIGKILL is looked at again, should no exit event come.
+/// Delay after which a process sent SIGKILL is looked at again if no exit event comes.
 pub const KILL_RECHECK: Duration = Duration::from_secs(1);
 
-/// A live process attributed to an instance.
-#[derive(Clone, Copy)]
-struct Live<'a> {
-    id: ProcId,
-    /// The knot's fingerprint; `None` for a child that has not called exec yet.
-    fingerprint: Option<&'a str>,
-}
-
-/// Where a process that has to go is in its stop.
+/// Progress of a process that has to stop.
 enum StopState {
-    /// Not exec'ed yet: it cannot be told what it runs, so it is never signalled.
+    /// Exec has not happened yet, so what it will run is unknown and it is never signalled.
     Forking { recheck: Option<Duration> },
     /// No SIGTERM yet.
     Unsignalled,
@@ -52,100 +44,45 @@ struct Pass<'a> {
     /// Some child that has not called exec yet is not attributed to any instance.
     unattributed_fork: Option<Duration>,
     plan: Plan,
+    /// Derived instance states, collected only when asked for: cloning every name costs a
+    /// fifth of a pass.
+    states: Option<Vec<(InstanceName, InstanceState)>>,
 }
 
+/// Runs one pass; the states are collected when `with_states` is set.
 pub(super) fn reconcile(
     desired: &Desired,
     observed: &Observed,
     persisted: &Persisted,
     now: Duration,
-) -> Plan {
+    with_states: bool,
+) -> (Plan, Option<InstanceStates>) {
     let mut pass = Pass {
         persisted,
         now,
         unattributed_fork: None,
         plan: Plan::default(),
+        states: with_states.then(Vec::new),
     };
-    let mut live = pass.group_live(observed);
-    let records = &persisted.instances;
-    for name in merge_names(desired, records) {
-        let processes = live.remove(name).unwrap_or_default();
-        pass.decide(
-            name,
-            desired.instances.get(name),
-            records.get(name),
-            &processes,
-        );
+    let mut grouped = Grouped::new(observed, persisted);
+    for id in std::mem::take(&mut grouped.unknown) {
+        pass.stop(id, None, Reason::UnknownChild, DEFAULT_KILL_TIMEOUT, None);
     }
-    let mut leftovers: Vec<_> = live.into_iter().collect();
-    leftovers.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (name, processes) in leftovers {
+    for id in std::mem::take(&mut grouped.unattributed_forks) {
+        pass.note_unattributed_fork(id);
+    }
+    let mut processes = Vec::new();
+    for (name, want, record) in merge(&desired.instances, &persisted.instances) {
+        grouped.take(name, record, &mut processes);
+        pass.decide(name, want, record, &processes);
+    }
+    for (name, processes) in grouped.leftovers() {
         pass.decide(name, None, None, &processes);
     }
     pass.finish()
 }
 
-/// Iterates over the names of `desired` and `records` in order, each once.
-fn merge_names<'a>(
-    desired: &'a Desired,
-    records: &'a std::collections::BTreeMap<InstanceName, InstanceRecord>,
-) -> impl Iterator<Item = &'a InstanceName> {
-    let mut left = desired.instances.keys().peekable();
-    let mut right = records.keys().peekable();
-    std::iter::from_fn(move || match (left.peek(), right.peek()) {
-        (Some(a), Some(b)) if a < b => left.next(),
-        (Some(a), Some(b)) if a > b => right.next(),
-        (Some(_), Some(_)) => {
-            right.next();
-            left.next()
-        }
-        (Some(_), None) => left.next(),
-        (None, Some(_)) => right.next(),
-        (None, None) => None,
-    })
-}
-
 impl<'a> Pass<'a> {
-    /// Groups live processes by instance and plans the stop of unknown children.
-    fn group_live(&mut self, observed: &'a Observed) -> HashMap<&'a InstanceName, Vec<Live<'a>>> {
-        let mut by_process: Option<HashMap<ProcId, &'a InstanceName>> = None;
-        let mut live: HashMap<&InstanceName, Vec<Live>> = HashMap::new();
-        for process in observed.processes.iter().filter(|p| p.is_live()) {
-            let id = process.id;
-            match &process.kind {
-                ProcessKind::Knot { name, fingerprint } => {
-                    live.entry(name).or_default().push(Live {
-                        id,
-                        fingerprint: Some(fingerprint),
-                    })
-                }
-                ProcessKind::Forking => {
-                    let owners = by_process.get_or_insert_with(|| self.record_owners());
-                    match owners.get(&id) {
-                        Some(name) => live.entry(*name).or_default().push(Live {
-                            id,
-                            fingerprint: None,
-                        }),
-                        None => self.note_unattributed_fork(id),
-                    }
-                }
-                ProcessKind::Unknown => {
-                    self.stop(id, None, Reason::UnknownChild, DEFAULT_KILL_TIMEOUT, None)
-                }
-            }
-        }
-        live
-    }
-
-    fn record_owners(&self) -> HashMap<ProcId, &'a InstanceName> {
-        let persisted: &'a Persisted = self.persisted;
-        persisted
-            .instances
-            .iter()
-            .filter_map(|(name, record)| Some((record.process?, name)))
-            .collect()
-    }
-
     fn note_unattributed_fork(&mut self, id: ProcId) {
         if let Some(recheck) = self.fork_recheck(id) {
             self.unattributed_fork = Some(recheck);
@@ -168,7 +105,8 @@ impl<'a> Pass<'a> {
         record: Option<&InstanceRecord>,
         processes: &[Live],
     ) {
-        let keeper = desired.and_then(|want| pick_keeper(want, record, processes));
+        let term_sent = |id| self.term_sent(id, record).is_some();
+        let keeper = desired.and_then(|want| pick_keeper(want, record, processes, term_sent));
         for process in processes {
             if Some(process.id) != keeper.map(|k| k.id) {
                 let reason = surplus_reason(desired, process);
@@ -178,7 +116,9 @@ impl<'a> Pass<'a> {
         }
         let state = self.derive_state(desired, record, keeper, processes.len());
         self.act(name, desired, record, state);
-        self.plan.states.push((name.clone(), state));
+        if let Some(states) = &mut self.states {
+            states.push((name.clone(), state));
+        }
     }
 
     fn derive_state(
@@ -317,10 +257,7 @@ impl<'a> Pass<'a> {
                 recheck: self.fork_recheck(id),
             };
         }
-        let recorded = record
-            .filter(|record| record.process == Some(id))
-            .and_then(|record| record.term_sent);
-        let term_sent = recorded.or_else(|| self.persisted.stray_signals.get(&id).copied());
+        let term_sent = self.term_sent(id, record);
         match term_sent {
             None => StopState::Unsignalled,
             Some(sent) if self.now < sent + kill_timeout => StopState::Grace {
@@ -328,6 +265,14 @@ impl<'a> Pass<'a> {
             },
             Some(_) => StopState::Overdue,
         }
+    }
+
+    /// Returns the time of the first SIGTERM to `id` in its current stop, if one was sent.
+    fn term_sent(&self, id: ProcId, record: Option<&InstanceRecord>) -> Option<Duration> {
+        let recorded = record
+            .filter(|record| record.process == Some(id))
+            .and_then(|record| record.term_sent);
+        recorded.or_else(|| self.persisted.stray_signals.get(&id).copied())
     }
 
     fn wait(&mut self, name: Option<&InstanceName>, until: Duration, reason: Reason) {
@@ -348,35 +293,40 @@ impl<'a> Pass<'a> {
         self.plan.actions.push(action);
     }
 
-    fn finish(mut self) -> Plan {
+    fn finish(mut self) -> (Plan, Option<InstanceStates>) {
         self.plan.actions.sort_by_key(Action::rank);
-        self.plan.states.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        self.plan
+        let states = self.states.map(|mut states| {
+            states.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            InstanceStates(states)
+        });
+        (self.plan, states)
     }
 }
 
-/// Chooses the one live process an instance keeps: an up-to-date one, preferring the
-/// recorded process, then the oldest.
+/// Chooses the one live process an instance keeps among the up-to-date ones: one that got
+/// no SIGTERM yet (a duplicate already stopping must not leave the instance with none),
+/// then one that has called exec, then the oldest. The oldest is a stable choice: a knot
+/// started later never displaces it.
 fn pick_keeper<'a>(
     want: &DesiredInstance,
     record: Option<&InstanceRecord>,
     processes: &[Live<'a>],
+    term_sent: impl Fn(ProcId) -> bool,
 ) -> Option<Live<'a>> {
     let recorded_fingerprint = record.map(|record| record.fingerprint.as_str());
-    let current = |process: &&Live| match process.fingerprint {
+    let is_current = |process: &&Live| match process.fingerprint {
         Some(fingerprint) => fingerprint == want.fingerprint,
         None => recorded_fingerprint == Some(want.fingerprint.as_str()),
     };
-    let recorded = record.and_then(|record| record.process);
-    let mut candidates: Vec<&Live> = processes.iter().filter(current).collect();
-    candidates.sort_by_key(|process| {
-        (
-            Some(process.id) != recorded,
-            process.id.start_time,
-            process.id.pid,
-        )
-    });
-    candidates.first().map(|process| **process)
+    processes
+        .iter()
+        .filter(is_current)
+        .min_by_key(|process| {
+            let id = process.id;
+            let forking = process.fingerprint.is_none();
+            (term_sent(id), forking, id.start_time, id.pid)
+        })
+        .copied()
 }
 
 /// Returns why a live process that is not kept has to go.

@@ -1,13 +1,15 @@
 //! The pure reconciler: desired, observed and persisted state in, a plan out.
 //!
 //! [`reconcile`] derives an [`InstanceState`] for every instance the inputs mention and
-//! turns it into [`Action`]s with an exhaustive match, so each combination of inputs has
-//! one visible answer. The supervisor executes the plan, records what it did in
+//! turns it into [`Action`]s with an exhaustive match, so the decision for each combination
+//! of inputs is visible in one place. The supervisor executes the plan, records what it did in
 //! [`Persisted`], observes again and calls [`reconcile`] again: the loop is level
 //! triggered, and the reconciler never learns what woke it.
 
 mod decide;
+mod group;
 mod plan;
+mod render;
 pub mod testing;
 
 use std::collections::BTreeMap;
@@ -17,9 +19,13 @@ use crate::model::spec::{DesiredInstance, InstanceName};
 use crate::state::{Observed, Persisted};
 
 pub use decide::{DEFAULT_KILL_TIMEOUT, EXEC_RECHECK, FORK_GRACE, KILL_RECHECK};
-pub use plan::{Action, InstanceState, Plan, Reason};
+pub use plan::{Action, InstanceState, InstanceStates, Plan, Reason};
+pub use render::{
+    plan_entries, render_plan, render_plan_json, render_plan_text, spec_changes, Change, PlanEntry,
+    PlanFormat,
+};
 
-/// The daemon instances the config tree asks for.
+/// The daemon instances the config tree requests.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Desired {
     /// Instances by name.
@@ -46,8 +52,10 @@ impl FromIterator<DesiredInstance> for Desired {
 ///   process (knot or not-yet-exec'ed child) is attributed to it and no unattributed child
 ///   between fork and exec (younger than [`FORK_GRACE`]) exists. An outdated knot is
 ///   stopped, and its replacement starts in a later pass, once it has exited.
-/// - A live, up-to-date knot of a desired instance is never signalled; when several run,
-///   the recorded one (else the oldest) is kept and the others are stopped as duplicates.
+/// - A live, up-to-date knot of a desired instance is never signalled while it is the only
+///   one. When several run, one is kept and the others are stopped as duplicates. The kept
+///   one is chosen in this order: not yet sent SIGTERM, a knot before a child that has not
+///   called exec, the oldest.
 /// - Every SIGTERM targets a knot that is not in the config, outdated or duplicate, or an
 ///   unknown child. SIGTERM is planned only while no first SIGTERM time is recorded for
 ///   that process (pid and start time), so a stop gets one SIGTERM across reloads.
@@ -75,5 +83,17 @@ pub fn reconcile(
     persisted: &Persisted,
     now: Duration,
 ) -> Plan {
-    decide::reconcile(desired, observed, persisted, now)
+    decide::reconcile(desired, observed, persisted, now, false).0
+}
+
+/// Runs [`reconcile`] and also returns the derived state of every instance the inputs
+/// mention (for `status.json` and `lithos plan`); the plan is the one [`reconcile`] returns.
+pub fn reconcile_with_states(
+    desired: &Desired,
+    observed: &Observed,
+    persisted: &Persisted,
+    now: Duration,
+) -> (Plan, InstanceStates) {
+    let (plan, states) = decide::reconcile(desired, observed, persisted, now, true);
+    (plan, states.unwrap_or_default())
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::model::spec::InstanceName;
 use crate::state::ProcId;
 
-/// What the tree should do now, and when to look again.
+/// Actions the tree should take now, and the time to look again.
 #[must_use = "a plan does nothing until the supervisor executes it"]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -18,8 +18,6 @@ pub struct Plan {
     /// Earliest deadline at which reconciling again may decide something new, even if
     /// nothing else happens (no exit, no reload); `None` when only an event can.
     pub wake_at: Option<Duration>,
-    /// The derived state of every instance the inputs mention, sorted by name.
-    pub states: Vec<(InstanceName, InstanceState)>,
 }
 
 impl Plan {
@@ -28,14 +26,6 @@ impl Plan {
         self.actions
             .iter()
             .any(|action| !matches!(action, Action::Wait { .. }))
-    }
-
-    /// Returns the derived state of `name`, if the inputs mention it.
-    pub fn state_of(&self, name: &InstanceName) -> Option<&InstanceState> {
-        self.states
-            .binary_search_by(|(probe, _)| probe.cmp(name))
-            .ok()
-            .map(|index| &self.states[index].1)
     }
 }
 
@@ -160,7 +150,7 @@ impl fmt::Display for Action {
     }
 }
 
-/// Why an action is taken; the text is what `lithos plan` and the tree's log show.
+/// Cause of an action. Its text is shown by `lithos plan` and in the tree's log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
@@ -207,6 +197,20 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The derived state of every instance the inputs of a pass mention, sorted by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstanceStates(pub Vec<(InstanceName, InstanceState)>);
+
+impl InstanceStates {
+    /// Returns the state of `name`, if the inputs mention it.
+    pub fn get(&self, name: &InstanceName) -> Option<&InstanceState> {
+        self.0
+            .binary_search_by(|(probe, _)| probe.cmp(name))
+            .ok()
+            .map(|index| &self.0[index].1)
     }
 }
 

@@ -250,6 +250,12 @@ pub enum SecretsError {
         /// The encrypted variables, comma-separated.
         variables: String,
     },
+    /// A variable is set both in `secret-environ` and in `environ`.
+    #[error("variable {variable} is set in both environ and secret-environ: remove one of them")]
+    ConflictsWithEnviron {
+        /// The variable name.
+        variable: String,
+    },
     /// No alternative of a secret variable decrypted.
     #[error("failed to decrypt secret variable {variable}: {}", Failures(.failures))]
     DecryptVariable {

@@ -16,6 +16,7 @@ mod format;
 mod keys;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 
 use crate::model::spec::LaunchSpec;
@@ -143,25 +144,72 @@ pub fn decrypt_environ(
     decrypt_environ_with_keys(secret_environ, &keys, namespaces)
 }
 
+/// Decrypted environment variables, whose `Debug` output shows only the names.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct DecryptedEnviron(BTreeMap<String, String>);
+
+impl DecryptedEnviron {
+    /// Returns the variables in name order, with their plain values.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
+    /// Returns the plain value of one variable.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// Returns the number of variables.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Tells whether there are no variables.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<BTreeMap<String, String>> for DecryptedEnviron {
+    fn from(variables: BTreeMap<String, String>) -> Self {
+        DecryptedEnviron(variables)
+    }
+}
+
+impl fmt::Debug for DecryptedEnviron {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 /// Decrypts the `secret-environ` of a launch spec with its sandbox's key and namespaces.
 ///
-/// This is the knot's entry point. A spec with encrypted variables but no
-/// `secrets-private-key` is an error naming the variables.
-pub fn decrypt_launch_spec(spec: &LaunchSpec) -> Result<BTreeMap<String, String>, SecretsError> {
-    let secret_environ = &spec.container.secret_environ;
+/// This is the knot's entry point. It rejects a spec with encrypted variables but no
+/// `secrets-private-key`, and a variable that `environ` or `pid_environ` also sets,
+/// because which of the two the program would see is not defined.
+pub fn decrypt_launch_spec(spec: &LaunchSpec) -> Result<DecryptedEnviron, SecretsError> {
+    let container = &spec.container;
+    let secret_environ = &container.secret_environ;
     if secret_environ.is_empty() {
-        return Ok(BTreeMap::new());
+        return Ok(DecryptedEnviron::default());
+    }
+    let conflict = secret_environ.keys().find(|name| {
+        container.environ.contains_key(*name) || container.pid_environ.contains(*name)
+    });
+    if let Some(variable) = conflict {
+        return Err(SecretsError::ConflictsWithEnviron {
+            variable: variable.clone(),
+        });
     }
     let Some(key_file) = &spec.secrets_private_key else {
+        let variables: Vec<&str> = secret_environ.keys().map(String::as_str).collect();
         return Err(SecretsError::MissingPrivateKey {
-            variables: secret_environ
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
+            variables: variables.join(", "),
         });
     };
-    decrypt_environ(secret_environ, key_file, &spec.secrets_namespaces)
+    decrypt_environ(secret_environ, key_file, &spec.secrets_namespaces).map(DecryptedEnviron)
 }
 
 /// Decrypts a container's `secret-environ` like [`decrypt_environ`], with keys already loaded.

@@ -1,11 +1,12 @@
 //! Observed state rebuilt from the kernel, and persisted state that the kernel cannot hold.
 //!
 //! [`observe`] reads `/proc` and the tree's cgroups into an [`Observed`] snapshot at every
-//! pass of the supervisor loop; nothing of it is cached, so a re-executed or restarted tree
-//! sees exactly what runs. [`Persisted`] keeps the few facts the kernel forgets (start times,
+//! pass of the supervisor loop. Nothing of it is cached, so a re-executed or restarted tree
+//! starts from what really runs. [`Persisted`] keeps the few facts the kernel forgets (start times,
 //! the first SIGTERM of a stop, exit records, the last good configuration) in `state.bin`.
 
 pub mod clock;
+mod exit_file;
 mod observe;
 mod persist;
 mod procfs;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::spec::InstanceName;
 
+pub use exit_file::{exit_file_path, read_exit_file, KnotExit};
 pub use observe::{observe, ObserveError};
 pub use persist::{PersistError, STATE_FORMAT_VERSION};
 pub use procfs::{parse_knot_args, KnotArgs};
@@ -39,7 +41,19 @@ impl std::fmt::Display for ProcId {
     }
 }
 
-/// Where the observer reads the kernel's view; tests point these at fixture trees.
+/// Reads the identity (pid and start time) of process `pid` from `PROC_ROOT/PID/stat`,
+/// for recording a process the tree just started.
+pub fn read_proc_id(proc_root: &std::path::Path, pid: i32) -> std::io::Result<ProcId> {
+    let stat = procfs::read_stat(&proc_root.join(pid.to_string()))?.ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed stat file")
+    })?;
+    Ok(ProcId {
+        pid,
+        start_time: stat.start_time,
+    })
+}
+
+/// Locations the observer reads the kernel's view from; tests point them at fixture trees.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObserveRoots {
     /// The procfs mount, normally `/proc`.
@@ -57,7 +71,7 @@ impl Default for ObserveRoots {
     }
 }
 
-/// What an observed process is to the tree.
+/// Role of an observed process for the tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProcessKind {
     /// A `lithos_knot` of this tree's master config.
@@ -79,7 +93,7 @@ pub enum ProcessKind {
 pub struct ObservedProcess {
     /// Pid and start time.
     pub id: ProcId,
-    /// What the process is.
+    /// Role of the process.
     pub kind: ProcessKind,
     /// The tree is its parent (so the tree reaps it); `false` for adopted knots.
     pub is_child: bool,

@@ -43,7 +43,7 @@ pub enum PersistError {
     Invalid {
         /// State file path.
         path: PathBuf,
-        /// What is wrong.
+        /// Description of the defect.
         problem: String,
     },
     /// The file was written by another format version.

@@ -28,6 +28,7 @@ pub use program::StartError;
 pub use record::{ExitRecord, ExitStatus};
 
 use crate::model::spec::LaunchSpec;
+use crate::secrets::{DecryptedEnviron, SecretsError};
 
 /// Exit codes of `lithos_knot`, which tell the tree whether the program's death was a
 /// failure.
@@ -70,6 +71,9 @@ pub enum KnotError {
     /// `/etc/resolv.conf` or `/etc/hosts` failed.
     #[error("failed to set up /etc files")]
     Etc(#[source] EtcError),
+    /// `secret-environ` could not be decrypted.
+    #[error("failed to decrypt secret-environ")]
+    Secrets(#[source] SecretsError),
 }
 
 /// Command line of the knot: `--name NAME --master PATH --fingerprint HEX --config-fd N`.
@@ -178,23 +182,30 @@ pub fn main() -> i32 {
             return exit_codes::SETUP_FAILED;
         }
     };
-    if let Err(e) = set_up(&spec, &log) {
-        report(&log, &spec, "failed to set up the container", &e);
-        if let Err(e) = record.write(None, true) {
-            slog::error!(log, "failed to write the exit record"; "error" => %e);
+    let secrets = match set_up(&spec, &log) {
+        Ok(secrets) => secrets,
+        Err(e) => {
+            report(&log, &spec, "failed to set up the container", &e);
+            if let Err(e) = record.write(None, true) {
+                slog::error!(log, "failed to write the exit record"; "error" => %e);
+            }
+            return exit_codes::SETUP_FAILED;
         }
-        return exit_codes::SETUP_FAILED;
-    }
+    };
     // Set-up allocations are done; hand freed heap pages back, since a knot per container
     // multiplies every resident page.
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe { libc::malloc_trim(0) };
-    supervise::run(&spec, &log, &signals, &record)
+    supervise::run(&spec, &secrets, &log, &signals, &record)
 }
 
-/// Builds the container, in the order the kernel and the reference require.
-fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<(), KnotError> {
+/// Builds the container, in the order the kernel and the reference require, and returns
+/// the decrypted `secret-environ`.
+fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<DecryptedEnviron, KnotError> {
     check_supported(spec)?;
+    // The key file is on the host, so this comes before pivot_root. It comes first so a
+    // secret that does not decrypt fails the start before anything is mounted.
+    let secrets = crate::secrets::decrypt_launch_spec(spec).map_err(KnotError::Secrets)?;
     // The state dir is per start: stale files of an earlier run must not reach the new one.
     recreate_state_dir(spec)?;
     // Propagation private, then the image read-only at the mount dir.
@@ -208,17 +219,10 @@ fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<(), KnotError> {
     // From here on only the container's files are reachable.
     mounts::pivot(spec).map_err(KnotError::Mount)?;
     slog::debug!(log, "container file system ready");
-    Ok(())
+    Ok(secrets)
 }
 
 fn check_supported(spec: &LaunchSpec) -> Result<(), KnotError> {
-    if !spec.container.secret_environ.is_empty() {
-        // TODO: decrypt secret_environ with crate::secrets once it exists.
-        return Err(KnotError::Unsupported {
-            setting: "secret-environ",
-            reason: "decrypting secrets is not implemented yet",
-        });
-    }
     if spec.network.is_some() {
         return Err(KnotError::Unsupported {
             setting: "bridged-network",

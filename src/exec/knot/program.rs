@@ -21,6 +21,7 @@ use nix::unistd::{
 };
 
 use crate::model::spec::{IdMap, LaunchSpec};
+use crate::secrets::DecryptedEnviron;
 
 /// Error of starting the program.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +51,11 @@ pub enum StartError {
 
 /// Forks the program and returns its pid once it has executed the configured binary.
 /// `output` receives stdout and stderr; `None` leaves the knot's own.
-pub(crate) fn start(spec: &LaunchSpec, output: Option<&OwnedFd>) -> Result<Pid, StartError> {
+pub(crate) fn start(
+    spec: &LaunchSpec,
+    secrets: &DecryptedEnviron,
+    output: Option<&OwnedFd>,
+) -> Result<Pid, StartError> {
     let (error_read, error_write) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| StartError::Pipe(e.into()))?;
     let (ready_read, ready_write) =
@@ -64,6 +69,7 @@ pub(crate) fn start(spec: &LaunchSpec, output: Option<&OwnedFd>) -> Result<Pid, 
             drop((error_read, ready_read, go_write));
             let Err(message) = run_child(
                 spec,
+                secrets,
                 output.map(|o| o.as_raw_fd()),
                 user_namespace,
                 &ready_write,
@@ -115,6 +121,7 @@ fn write_id_maps(child: Pid, uid_map: &[IdMap], gid_map: &[IdMap]) -> Result<(),
 
 fn run_child(
     spec: &LaunchSpec,
+    secrets: &DecryptedEnviron,
     output: Option<RawFd>,
     user_namespace: bool,
     ready: &OwnedFd,
@@ -151,7 +158,7 @@ fn run_child(
         .map_err(|e| format!("failed to change directory to {}: {e}", workdir.display()))?;
 
     let argv = program_argv(spec)?;
-    let envp = program_env(spec, getpid())?;
+    let envp = program_env(spec, secrets, getpid())?;
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(|e| format!("failed to reset the signal mask: {e}"))?;
     // SAFETY: restoring the default action installs no Rust handler; the Rust runtime
@@ -199,8 +206,13 @@ fn program_argv(spec: &LaunchSpec) -> Result<Vec<CString>, String> {
 }
 
 /// Builds the program's environment: `TERM`, `LITHOS_NAME`, `LITHOS_CONFIG`, the
-/// configured `environ` and the `pid_environ` names set to the program's pid.
-pub(crate) fn program_env(spec: &LaunchSpec, pid: Pid) -> Result<Vec<CString>, String> {
+/// configured `environ`, the `pid_environ` names set to the program's pid and the
+/// decrypted `secret-environ`.
+pub(crate) fn program_env(
+    spec: &LaunchSpec,
+    secrets: &DecryptedEnviron,
+    pid: Pid,
+) -> Result<Vec<CString>, String> {
     let mut env = Vec::new();
     if let Some(term) = std::env::var_os("TERM") {
         let mut entry = b"TERM=".to_vec();
@@ -220,6 +232,10 @@ pub(crate) fn program_env(spec: &LaunchSpec, pid: Pid) -> Result<Vec<CString>, S
     }
     for name in &spec.container.pid_environ {
         set(name, pid.to_string().as_bytes())?;
+    }
+    // An error here names the variable, never its value.
+    for (name, value) in secrets.iter() {
+        set(name, value.as_bytes())?;
     }
     Ok(env)
 }

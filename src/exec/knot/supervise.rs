@@ -21,10 +21,12 @@ use super::exit_codes;
 use super::record::{ExitRecord, ExitStatus};
 use super::{program, stdio};
 use crate::model::spec::{EntryKind, LaunchSpec};
+use crate::secrets::DecryptedEnviron;
 
 /// Runs the program until the knot should exit, and returns the knot's exit code.
 pub(crate) fn run(
     spec: &LaunchSpec,
+    secrets: &DecryptedEnviron,
     log: &slog::Logger,
     signals: &SignalFd,
     record: &ExitRecord,
@@ -44,7 +46,7 @@ pub(crate) fn run(
         };
         let started = Instant::now();
         stdio::start_line(output.as_ref(), spec);
-        match program::start(spec, output.as_ref()) {
+        match program::start(spec, secrets, output.as_ref()) {
             Ok(pid) => supervisor.program = Some(pid),
             Err(e) => return supervisor.fail_start(record, &e),
         }
