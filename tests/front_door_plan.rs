@@ -92,17 +92,18 @@ fn plan_starts_everything_without_tree() {
     let (code, stdout, stderr) = lithos(&["plan", "-C", master]);
     assert_eq!(code, Some(2), "{stdout}{stderr}");
     assert!(
-        stdout.contains("no lithos_tree runs for this config"),
+        stderr.contains("no lithos_tree runs for this config"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("+ start socket/socket.0 (not running)"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("start socket/socket.0 (not running)"),
+        stdout.contains("+ start socket/socket.1 (not running)"),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("start socket/socket.1 (not running)"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("2 to start,"), "{stdout}");
     assert!(
         !dir.path().join("run").exists(),
         "plan wrote to runtime-dir"
@@ -111,13 +112,13 @@ fn plan_starts_everything_without_tree() {
     let (code, json, _) = lithos(&["plan", "-C", master, "--format", "json", "-v"]);
     assert_eq!(code, Some(2));
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(value["changes"], true);
-    let actions = value["actions"].as_array().unwrap();
-    assert_eq!(actions.len(), 2, "{json}");
-    assert_eq!(actions[0]["action"], "start");
-    assert_eq!(actions[0]["name"], "socket/socket.0");
-    assert_eq!(actions[0]["reason"], "not running");
-    assert_eq!(value["states"]["socket/socket.1"]["state"], "absent");
+    assert_eq!(value["has_changes"], true);
+    let entries = value["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{json}");
+    assert_eq!(entries[0]["change"], "start");
+    assert_eq!(entries[0]["instance"], "socket/socket.0");
+    assert_eq!(entries[0]["reasons"], serde_json::json!(["not-running"]));
+    assert_eq!(value["summary"]["start"], 2);
 }
 
 #[test]
@@ -141,7 +142,10 @@ fn plan_alternate_config_unchanged() {
         alternate.to_str().unwrap(),
     ]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("nothing to do"), "{stdout}");
+    assert!(
+        stdout.contains("0 to start, 0 to restart, 0 to stop"),
+        "{stdout}"
+    );
 }
 
 #[test]

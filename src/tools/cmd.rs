@@ -17,15 +17,15 @@ use clap::Parser;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use serde::Deserialize;
 
 use crate::exec::cgroup::{CgroupError, Cgroups};
 use crate::exec::knot::exit_codes as knot_exit;
 use crate::exec::spawn::{spawn_knot, SpawnError, SpawnRequest};
-use crate::model::spec::{ContainerKind, EntryKind, LaunchSpec};
+use crate::model::spec::{ContainerKind, EntryKind, InstanceName, LaunchSpec};
 use crate::model::{
     fingerprint, load_tree, ConfigTree, EntryLoad, LoadOptions, SandboxLoad, Scope,
 };
+use crate::state::{read_exit_file, KnotExit};
 
 use super::{sibling_binary, Level, ToolLog, DEFAULT_MASTER};
 
@@ -441,7 +441,7 @@ fn run_knot(
         handle.close();
     }
     let knot_status = knot_status?;
-    let status = command_status(spec, knot_status)?;
+    let status = command_status(spec, &tree.master.state_dir, knot_status)?;
     log.info(&format!("{} exited: {status:?}", spec.name));
     Ok(status)
 }
@@ -490,13 +490,7 @@ fn wait_knot(pid: Pid, target: &Forwarding) -> Result<WaitStatus, nix::Error> {
     }
 }
 
-/// The knot's exit record, `state-dir/SANDBOX/cmd.NAME.PID.exit`.
-#[derive(Debug, Deserialize)]
-struct ExitFile {
-    code: Option<i32>,
-    signal: Option<i32>,
-}
-
+/// Returns the knot's exit record path, `state-dir/SANDBOX/cmd.NAME.PID.exit`.
 fn exit_file(spec: &LaunchSpec) -> PathBuf {
     let mut name = spec
         .state_dir
@@ -509,10 +503,18 @@ fn exit_file(spec: &LaunchSpec) -> PathBuf {
 
 /// Returns the command's own status from the knot's exit record; the knot's status only
 /// says whether it was a failure.
-fn command_status(spec: &LaunchSpec, knot: WaitStatus) -> Result<CommandStatus, CmdError> {
-    let record = fs::read(exit_file(spec))
+fn command_status(
+    spec: &LaunchSpec,
+    state_dir: &Path,
+    knot: WaitStatus,
+) -> Result<CommandStatus, CmdError> {
+    // A record left by an earlier command with the same pid is not this knot's.
+    let record = spec
+        .name
+        .parse::<InstanceName>()
         .ok()
-        .and_then(|text| serde_json::from_slice::<ExitFile>(&text).ok());
+        .and_then(|name| read_exit_file(state_dir, &name).ok().flatten())
+        .filter(|record| record.pid == knot.pid().map_or(0, Pid::as_raw));
     let set_up_failed = || CmdError::SetUp {
         name: spec.name.clone(),
         log: spec.log_file.clone(),
@@ -520,13 +522,13 @@ fn command_status(spec: &LaunchSpec, knot: WaitStatus) -> Result<CommandStatus, 
     };
     match (record, knot) {
         (
-            Some(ExitFile {
+            Some(KnotExit {
                 code: Some(code), ..
             }),
             _,
         ) => Ok(CommandStatus::Code(code)),
         (
-            Some(ExitFile {
+            Some(KnotExit {
                 signal: Some(signal),
                 ..
             }),

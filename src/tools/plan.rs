@@ -5,16 +5,14 @@
 //! read-only: no signal is sent and nothing is written. Then it runs the reconciler once
 //! and prints the plan.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use serde::Serialize;
 
 use crate::model::spec::DesiredInstance;
 use crate::model::{load_tree, ConfigTree, EntryLoad, LoadOptions, SandboxLoad};
-use crate::reconcile::{reconcile, Action, Desired, Plan};
+use crate::reconcile::{reconcile, render_plan, Desired, Plan, PlanFormat};
 use crate::state::{clock, observe, ObserveRoots, Observed, Persisted};
 
 use super::DEFAULT_MASTER;
@@ -80,6 +78,12 @@ pub struct PlanReport {
     pub problems: crate::model::Problems,
     /// Why `state.bin` could not be used, if so (the plan then assumes no history).
     pub state_warning: Option<String>,
+    /// The desired state the plan was made for.
+    pub desired: Desired,
+    /// The persisted state the plan was made with.
+    pub persisted: Persisted,
+    /// The time the plan was made at.
+    pub now: std::time::Duration,
 }
 
 /// Builds the plan for the tree of `args.config`, read-only.
@@ -100,12 +104,16 @@ pub fn make_plan(args: &Args, roots: &ObserveRoots) -> Result<PlanReport, PlanEr
         Some(pid) => observe(roots, pid, &tree.master_path, &[]).map_err(PlanError::Observe)?,
         None => observe_without_tree(roots, &tree.master_path)?,
     };
-    let plan = reconcile(&desired, &observed, &persisted, clock::now());
+    let now = clock::now();
+    let plan = reconcile(&desired, &observed, &persisted, now);
     Ok(PlanReport {
         plan,
         tree_pid,
         problems: tree.problems,
         state_warning: persist_error.map(|error| super::cmd::error_chain(&error)),
+        desired,
+        persisted,
+        now,
     })
 }
 
@@ -162,45 +170,6 @@ fn running_tree(proc_root: &Path, runtime_dir: &Path) -> Option<i32> {
     (name == "lithos_tree").then_some(pid)
 }
 
-/// One action in the JSON output.
-#[derive(Serialize)]
-struct ActionJson {
-    action: &'static str,
-    name: Option<String>,
-    pid: Option<i32>,
-    reason: String,
-    text: String,
-}
-
-impl From<&Action> for ActionJson {
-    fn from(action: &Action) -> Self {
-        let (kind, pid) = match action {
-            Action::Spawn { .. } => ("start", None),
-            Action::Signal { target, .. } => ("sigterm", Some(target.pid)),
-            Action::Kill { target, .. } => ("sigkill", Some(target.pid)),
-            Action::Retire { .. } => ("retire", None),
-            Action::Wait { .. } => ("wait", None),
-        };
-        ActionJson {
-            action: kind,
-            name: action.name().map(ToString::to_string),
-            pid,
-            reason: action.reason().to_string(),
-            text: action.to_string(),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct PlanJson<'a> {
-    changes: bool,
-    tree_pid: Option<i32>,
-    actions: Vec<ActionJson>,
-    states: BTreeMap<String, &'a crate::reconcile::InstanceState>,
-    problems: &'a crate::model::Problems,
-    state_warning: &'a Option<String>,
-}
-
 /// Runs `lithos plan`: exit 0 when nothing would change, 2 when something would, 1 on
 /// error.
 pub fn run(args: Args) -> ExitCode {
@@ -211,67 +180,43 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    let changes = report.plan.has_changes();
-    match args.format {
-        super::ps::Format::Json => {
-            let json = PlanJson {
-                changes,
-                tree_pid: report.tree_pid,
-                actions: report.plan.actions.iter().map(ActionJson::from).collect(),
-                states: report
-                    .plan
-                    .states
-                    .iter()
-                    .map(|(name, state)| (name.to_string(), state))
-                    .collect(),
-                problems: &report.problems,
-                state_warning: &report.state_warning,
-            };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json).unwrap_or_default()
-            );
-        }
-        super::ps::Format::Text => print_text(&args, &report),
-    }
-    ExitCode::from(if changes {
-        EXIT_CHANGES
-    } else {
-        EXIT_UNCHANGED
-    })
-}
-
-fn print_text(args: &Args, report: &PlanReport) {
+    // Context goes to stderr, so stdout is exactly the rendered plan.
     match report.tree_pid {
-        Some(pid) => println!("lithos_tree runs as pid {pid}"),
-        None => println!("no lithos_tree runs for this config"),
+        Some(pid) => eprintln!("lithos plan: lithos_tree runs as pid {pid}"),
+        None => eprintln!("lithos plan: no lithos_tree runs for this config"),
     }
     if let Some(warning) = &report.state_warning {
         eprintln!("lithos plan: warning: {warning}");
     }
     if !report.problems.is_empty() {
         eprintln!(
-            "lithos plan: {} config problem(s); affected entries keep their last good state{}",
+            "lithos plan: {} config problem(s); the entries they affect keep their last good state{}",
             report.problems.len(),
-            if args.verbose {
-                ":"
-            } else {
-                " (-v lists them)"
-            }
+            if args.verbose { ":" } else { " (-v lists them)" }
         );
         if args.verbose {
             eprint!("{}", report.problems);
         }
     }
-    if report.plan.actions.is_empty() {
-        println!("nothing to do");
-    }
-    for action in &report.plan.actions {
-        println!("{action}");
-    }
-    if args.verbose {
-        for (name, state) in &report.plan.states {
-            println!("state {name}: {state:?}");
-        }
-    }
+    let format = match args.format {
+        super::ps::Format::Text => PlanFormat::Text,
+        super::ps::Format::Json => PlanFormat::Json,
+    };
+    print!(
+        "{}",
+        render_plan(
+            &report.plan,
+            &report.desired,
+            &report.persisted,
+            report.now,
+            format,
+            args.verbose
+        )
+    );
+    let changes = report.plan.has_changes();
+    ExitCode::from(if changes {
+        EXIT_CHANGES
+    } else {
+        EXIT_UNCHANGED
+    })
 }
