@@ -185,3 +185,64 @@ fn cmd_log_flags() {
         std::fs::read_to_string(tree.root().join("log/master.log")).unwrap_or_default();
     assert!(master_log.contains("started s/cmd.say."), "{master_log}");
 }
+
+#[test]
+fn cmd_forwards_sigterm_and_cleans_up() {
+    if !root_or_skip("lithos_cmd builds containers") {
+        return;
+    }
+    let cgroup = format!("lithos-test-cmdsig-{}.slice", std::process::id());
+    let tree = tree(Some(&cgroup));
+    tree.container(
+        "nap",
+        "kind: Command\nuser-id: 0\nexecutable: /bin/sleep\narguments: ['1000']\n",
+    );
+    std::fs::write(
+        tree.root().join("configs/processes/s.yaml"),
+        format!("{PROCESSES}nap:\n  kind: Command\n  image: busybox\n  config: /config/nap.yaml\n"),
+    )
+    .unwrap();
+    let child = lithos_cmd(&tree)
+        .args(["s", "nap"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let leaf = format!("s:cmd.nap.{pid}.scope");
+    let cgroups =
+        lithos::exec::cgroup::Cgroups::discover(std::path::Path::new("/proc"), &cgroup, &[])
+            .unwrap();
+    let started = cmd_support::eventually(std::time::Duration::from_secs(10), || {
+        cgroups.instance_dirs(&leaf).iter().all(|dir| {
+            std::fs::read_to_string(dir.join("cgroup.procs"))
+                .is_ok_and(|procs| procs.lines().count() >= 2)
+        })
+    });
+    assert!(
+        started,
+        "command cgroup {leaf} never held the knot and its program"
+    );
+    let state_dir = tree.root().join(format!("run/state/s/cmd.nap.{pid}"));
+    assert!(state_dir.exists(), "no state dir {}", state_dir.display());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(128 + 15),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for dir in cgroups.instance_dirs(&leaf) {
+        assert!(!dir.exists(), "cgroup {} left behind", dir.display());
+    }
+    assert!(!state_dir.exists(), "state dir left behind");
+    assert!(!tree
+        .root()
+        .join(format!("run/state/s/cmd.nap.{pid}.exit"))
+        .exists());
+}
