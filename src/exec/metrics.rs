@@ -365,7 +365,7 @@ pub struct MetricsExporter {
 }
 
 impl MetricsExporter {
-    /// An exporter writing `prometheus_file` (the master's `metrics-file`) and, with
+    /// Creates an exporter writing `prometheus_file` (the master's `metrics-file`) and, with
     /// `cantal_path` (see [`cantal_path`]), the cantal files.
     pub fn new(prometheus_file: PathBuf, cantal_path: Option<PathBuf>) -> MetricsExporter {
         MetricsExporter {

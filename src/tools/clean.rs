@@ -164,7 +164,7 @@ pub enum CleanError {
     },
 }
 
-/// Which past configs of a sandbox keep their images.
+/// Selection of the past configs of a sandbox whose images are kept.
 #[derive(Clone, Copy, Debug)]
 pub struct HistoryOptions {
     /// Configs older than this time are dropped (beyond `versions_min`).
@@ -177,7 +177,7 @@ pub struct HistoryOptions {
     pub recent_since: Option<SystemTime>,
 }
 
-/// What `lithos_clean` found for one image-dir.
+/// Findings of `lithos_clean` for one image-dir.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageDirReport {
     /// The image-dir.
@@ -213,7 +213,7 @@ struct SandboxUsage {
 
 /// Decides which images are used and unused; reads only, deletes nothing.
 ///
-/// `running` holds the image roots of running containers (see [`running_images`]).
+/// `running` contains the image roots of running containers (see [`running_images`]).
 pub fn plan(
     master_path: &Path,
     history: &HistoryOptions,
@@ -559,8 +559,8 @@ fn stale_logs(log_dir: &Path, names: &BTreeSet<&str>) -> Vec<PathBuf> {
 
 /// Returns the image root of every running container, keyed by path, with its name.
 ///
-/// A knot's root is found in its mount table (the bind mount at `/` after pivot_root),
-/// translated to a host path through the caller's mount table; the image roots of
+/// A knot's root is the bind mount at `/` of its mount table after pivot_root. It is
+/// translated to a host path through the caller's mount table. The image roots of
 /// recorded instances come from the tree's `state.bin`.
 pub fn running_images(
     proc_root: &Path,
@@ -642,6 +642,8 @@ fn container_root(container: &str, host: &str) -> Option<PathBuf> {
     host.lines()
         .filter_map(mount_fields)
         .filter(|(host_device, _, _)| *host_device == device)
+        // NOTE: when the device is mounted at several places, the first one is taken,
+        // which may not be the path the sandbox config names.
         .find_map(|(_, host_root, point)| {
             let rest = Path::new(root).strip_prefix(host_root).ok()?;
             Some(Path::new(point).join(rest))
@@ -669,29 +671,9 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for dir in &report.dirs {
-        if let Some(reason) = &dir.skipped {
-            // Sandboxes that disagree on auto-clean need an operator's decision.
-            if reason.starts_with("shared") {
-                eprintln!(
-                    "lithos_clean: warning: skipping {}: {reason}",
-                    dir.dir.display()
-                );
-            } else if args.verbose {
-                println!("skip {}: {reason}", dir.dir.display());
-            }
-        }
-    }
+    print_skipped(&report, args.verbose);
     if args.used {
-        for dir in &report.dirs {
-            for (image, reasons) in &dir.used {
-                if args.verbose {
-                    println!("{} ({})", image.display(), reasons.join("; "));
-                } else {
-                    println!("{}", image.display());
-                }
-            }
-        }
+        print_used(&report, args.verbose);
         return ExitCode::SUCCESS;
     }
     if args.verbose {
@@ -701,30 +683,24 @@ pub fn run(args: Args) -> ExitCode {
             }
         }
     }
+
     let delete = args.delete_unused && !args.dry_run;
     let mut failed = false;
     for dir in &report.dirs {
         for image in &dir.unused {
-            if !delete {
+            if delete {
+                failed |= !remove_image(image, &dir.dir);
+            } else {
                 println!("{}", image.display());
-                continue;
             }
-            failed |= !remove_image(image, &dir.dir);
         }
     }
     if args.clean_logs {
         for log in &report.stale_logs {
-            if !delete {
+            if delete {
+                failed |= !remove_log(log);
+            } else {
                 println!("{}", log.display());
-                continue;
-            }
-            let stamp = Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
-            match fs::remove_file(log) {
-                Ok(()) => println!("{stamp} deleted config history {}", log.display()),
-                Err(error) => {
-                    eprintln!("{stamp} failed to delete {}: {error}", log.display());
-                    failed = true;
-                }
             }
         }
     }
@@ -735,9 +711,61 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
+/// Prints the image-dirs that are not cleaned: a warning for sandboxes that disagree on
+/// auto-clean (an operator has to decide), the others with `-v` only.
+fn print_skipped(report: &CleanReport, verbose: bool) {
+    for dir in &report.dirs {
+        let Some(reason) = &dir.skipped else {
+            continue;
+        };
+        if reason.starts_with("shared") {
+            eprintln!(
+                "lithos_clean: warning: skipping {}: {reason}",
+                dir.dir.display()
+            );
+        } else if verbose {
+            println!("skip {}: {reason}", dir.dir.display());
+        }
+    }
+}
+
+fn print_used(report: &CleanReport, verbose: bool) {
+    for dir in &report.dirs {
+        for (image, reasons) in &dir.used {
+            if verbose {
+                println!("{} ({})", image.display(), reasons.join("; "));
+            } else {
+                println!("{}", image.display());
+            }
+        }
+    }
+}
+
+fn timestamp() -> impl std::fmt::Display {
+    Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+}
+
+/// Deletes the config history of a removed sandbox; returns false when that failed.
+fn remove_log(log: &Path) -> bool {
+    match fs::remove_file(log) {
+        Ok(()) => {
+            println!("{} deleted config history {}", timestamp(), log.display());
+            true
+        }
+        Err(error) => {
+            eprintln!(
+                "{} failed to delete {}: {error}",
+                timestamp(),
+                log.display()
+            );
+            false
+        }
+    }
+}
+
 /// Deletes one image, re-checking that it is a real directory below `image_dir`.
 fn remove_image(image: &Path, image_dir: &Path) -> bool {
-    let stamp = || Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let stamp = timestamp;
     let is_real_dir = fs::symlink_metadata(image).is_ok_and(|m| m.file_type().is_dir());
     if !is_below(image, image_dir) || !is_real_dir {
         eprintln!(

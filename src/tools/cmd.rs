@@ -178,7 +178,7 @@ pub enum CmdError {
     },
 }
 
-/// How the command ended, as `lithos_cmd` reports it.
+/// End of the command, as `lithos_cmd` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommandStatus {
     /// It exited with this code.
@@ -501,8 +501,8 @@ fn exit_file(spec: &LaunchSpec) -> PathBuf {
     spec.state_dir.with_file_name(name)
 }
 
-/// Returns the command's own status from the knot's exit record; the knot's status only
-/// says whether it was a failure.
+/// Returns the command's own status from the knot's exit record, because the knot's
+/// status only tells whether it was a failure.
 fn command_status(
     spec: &LaunchSpec,
     state_dir: &Path,

@@ -53,7 +53,7 @@ pub struct ToolLog {
 }
 
 impl ToolLog {
-    /// A logger writing to stderr.
+    /// Creates a logger writing to stderr.
     pub fn stderr(tool: &str, level: Level) -> ToolLog {
         ToolLog {
             tool: tool.to_string(),
@@ -62,8 +62,9 @@ impl ToolLog {
         }
     }
 
-    /// A logger appending to `path`; falls back to stderr with a warning when the file
-    /// cannot be opened (a user who may not write the master log still gets messages).
+    /// Creates a logger appending to `path`. When the file cannot be opened it falls back
+    /// to stderr with a warning, so a user who may not write the master log still gets
+    /// messages.
     pub fn file_or_stderr(tool: &str, level: Level, path: &Path) -> ToolLog {
         let opened = path
             .parent()

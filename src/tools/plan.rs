@@ -76,7 +76,7 @@ pub struct PlanReport {
     pub tree_pid: Option<i32>,
     /// Config problems; the instances they affect keep their last good state.
     pub problems: crate::model::Problems,
-    /// Why `state.bin` could not be used, if so (the plan then assumes no history).
+    /// Reason `state.bin` could not be used, if so (the plan then assumes no history).
     pub state_warning: Option<String>,
     /// The desired state the plan was made for.
     pub desired: Desired,

@@ -1,7 +1,7 @@
 //! `lithos_ps`: shows the running trees, their containers and the processes inside them.
 //!
 //! Everything comes from `/proc` (and `status.json` in a tree's runtime-dir when it can
-//! be read), so any user who can read `/proc` sees what runs, with or without a tree.
+//! be read), so any user who can read `/proc` gets the report, with or without a tree.
 //! A knot is recognised by its command line (`lithos_knot --name NAME --master PATH`), a
 //! tree by argument zero `lithos_tree` and its `-C/--config` flag.
 
