@@ -143,13 +143,22 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 /// Starts a knot for `spec` through the library and returns its pid.
 pub fn launch(spec: &LaunchSpec, cgroups: Option<&lithos::exec::cgroup::Cgroups>) -> i32 {
+    launch_with_sockets(spec, cgroups, &[])
+}
+
+/// Starts a knot for `spec` with listening `sockets` (fd in the program, fd here).
+pub fn launch_with_sockets(
+    spec: &LaunchSpec,
+    cgroups: Option<&lithos::exec::cgroup::Cgroups>,
+    sockets: &[(i32, i32)],
+) -> i32 {
     let request = lithos::exec::spawn::SpawnRequest {
         spec,
         fingerprint: "0123abcd",
         master: Path::new("/nonexistent/master.yaml"),
         knot_binary: Path::new(env!("CARGO_BIN_EXE_lithos_knot")),
         cgroups,
-        sockets: &[],
+        sockets,
         extra_env: &[],
     };
     lithos::exec::spawn::spawn_knot(&request)
@@ -179,4 +188,17 @@ pub fn run_script(
     let code = wait_exit(pid, Duration::from_secs(20));
     let log = std::fs::read_to_string(&spec.stdio_log).unwrap_or_default();
     (code, log)
+}
+
+/// Asserts that no mount of this test's mount namespace lies below `dir`.
+pub fn assert_no_mounts(dir: &Path) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = dir.to_str().unwrap();
+    let left: Vec<&str> = mountinfo.lines().filter(|l| l.contains(dir)).collect();
+    assert!(left.is_empty(), "mounts left on the host: {left:?}");
+}
+
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
 }

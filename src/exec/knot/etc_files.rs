@@ -152,15 +152,14 @@ fn inspect(root: BorrowedFd<'_>, path: &'static str) -> io::Result<Target> {
     match sys::openat2(root, relative, libc::O_PATH | libc::O_NOFOLLOW, 0, resolve) {
         Ok(fd) => {
             let stat = nix::sys::stat::fstat(fd.as_raw_fd())?;
-            if stat.st_mode & libc::S_IFMT == libc::S_IFREG {
-                Ok(Target::Regular(fd))
-            } else {
-                Ok(Target::Other("not a regular file"))
+            // O_PATH with O_NOFOLLOW opens a symlink itself rather than failing.
+            match stat.st_mode & libc::S_IFMT {
+                libc::S_IFREG => Ok(Target::Regular(fd)),
+                libc::S_IFLNK => Ok(Target::Other("a symlink")),
+                _ => Ok(Target::Other("neither a file nor a symlink")),
             }
         }
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            Ok(Target::Other("a symlink or below one"))
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(Target::Other("below a symlink")),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Target::Other("missing")),
         Err(e) => Err(e),
     }

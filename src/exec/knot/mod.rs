@@ -2,8 +2,8 @@
 //! runs the program as pid 2 and supervises it.
 //!
 //! The knot starts in new mount, pid, UTS and IPC namespaces made by
-//! [`crate::exec::spawn::spawn_knot`] and stays in the host's user and network namespaces;
-//! the program gets its own user namespace when the spec has uid maps.
+//! [`crate::exec::spawn::spawn_knot`] and stays in the host's user and network namespaces.
+//! The program gets its own user namespace when the spec has uid maps.
 
 mod etc_files;
 mod mounts;
@@ -48,12 +48,12 @@ pub mod exit_codes {
 /// Error of the container set-up before the program starts.
 #[derive(Debug, thiserror::Error)]
 pub enum KnotError {
-    /// The spec asks for something this knot does not support yet.
+    /// The spec requests a feature this knot does not support yet.
     #[error("unsupported setting {setting}: {reason}")]
     Unsupported {
         /// Setting name as in the config.
         setting: &'static str,
-        /// What is missing.
+        /// The missing feature.
         reason: &'static str,
     },
     /// The instance's state dir could not be recreated.
@@ -253,6 +253,7 @@ fn block_signals() -> nix::Result<SignalFd> {
     SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
 }
 
+// NOTE: `spec.syslog` is not used yet; the knot always logs to `log_file`.
 fn open_log(spec: &LaunchSpec) -> io::Result<slog::Logger> {
     let file = fs::OpenOptions::new()
         .append(true)

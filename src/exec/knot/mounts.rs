@@ -132,12 +132,14 @@ pub(crate) fn mount_image(spec: &LaunchSpec) -> Result<OwnedFd, MountError> {
 
 /// Mounts the volumes in path order, so a parent comes before anything inside it.
 pub(crate) fn mount_volumes(spec: &LaunchSpec, root: BorrowedFd<'_>) -> Result<(), MountError> {
+    // Each source is prepared before its mount point is looked up, because a Statedir
+    // subdir may be the mount point of a later volume inside the Statedir.
     for (mount_point, volume) in &spec.container.volumes {
-        let target = open_in_root(root, mount_point)?;
+        let target = || open_in_root(root, mount_point);
         match volume {
             Volume::Readonly { path } => {
                 let source = open_allowed(spec, mount_point, path, true, None)?;
-                bind(&source, &target, READONLY, path, mount_point)?;
+                bind(&source, &target()?, READONLY, path, mount_point)?;
             }
             Volume::Persistent {
                 path,
@@ -148,7 +150,7 @@ pub(crate) fn mount_volumes(spec: &LaunchSpec, root: BorrowedFd<'_>) -> Result<(
             } => {
                 let create = mkdir.then_some((*mode, *user, *group));
                 let source = open_allowed(spec, mount_point, path, false, create)?;
-                bind(&source, &target, WRITABLE, path, mount_point)?;
+                bind(&source, &target()?, WRITABLE, path, mount_point)?;
             }
             Volume::Statedir {
                 path,
@@ -159,7 +161,7 @@ pub(crate) fn mount_volumes(spec: &LaunchSpec, root: BorrowedFd<'_>) -> Result<(
                 let dir = spec.state_dir.join(relative(path));
                 create_dir(&dir, *mode, *user, *group)?;
                 let source = open_host_dir(&dir)?;
-                bind(&source, &target, WRITABLE, &dir, mount_point)?;
+                bind(&source, &target()?, WRITABLE, &dir, mount_point)?;
             }
             Volume::Tmpfs { size, mode } => {
                 let size = size.to_string();
@@ -172,7 +174,7 @@ pub(crate) fn mount_volumes(spec: &LaunchSpec, root: BorrowedFd<'_>) -> Result<(
                 mount_fs(
                     "tmpfs",
                     &options,
-                    &target,
+                    &target()?,
                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
                     mount_point,
                 )?;
@@ -330,9 +332,14 @@ fn open_allowed(
     };
     let open = || {
         let flags = libc::O_PATH | libc::O_DIRECTORY;
+        let path = if rest.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rest.as_path()
+        };
         sys::openat2(
             base.as_fd(),
-            &rest,
+            path,
             flags,
             0,
             RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,

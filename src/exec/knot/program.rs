@@ -63,7 +63,7 @@ pub(crate) fn start(
     let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| StartError::Pipe(e.into()))?;
     let user_namespace = !spec.container.uid_map.is_empty();
     // SAFETY: the knot has a single thread, so the child is a full copy that may
-    // allocate; it ends in exec or _exit and never returns into the knot's code.
+    // allocate. It ends in exec or _exit and never returns into the knot's code.
     match unsafe { fork() }.map_err(|e| StartError::Fork(e.into()))? {
         ForkResult::Child => {
             drop((error_read, ready_read, go_write));
@@ -84,8 +84,8 @@ pub(crate) fn start(
         ForkResult::Parent { child } => {
             drop((error_write, ready_write, go_read));
             if user_namespace {
-                // The child signals once it is in its user namespace; an empty read means
-                // it failed before, and the error pipe says why.
+                // The child writes a byte once it is in its user namespace. An empty read
+                // means it failed before, and the error pipe carries the reason.
                 let mut byte = [0u8; 1];
                 if File::from(ready_read).read(&mut byte).unwrap_or(0) == 1 {
                     write_id_maps(child, &spec.container.uid_map, &spec.container.gid_map)?;
@@ -104,8 +104,8 @@ pub(crate) fn start(
     }
 }
 
-/// Writes the maps from the knot, which stays in the host user namespace and so may map
-/// any id; the gid map goes first so the child can switch group before user.
+/// Writes the uid and gid maps of the child. The knot stays root in the host's user
+/// namespace, so it may map any id and need not deny setgroups first.
 fn write_id_maps(child: Pid, uid_map: &[IdMap], gid_map: &[IdMap]) -> Result<(), StartError> {
     for (file, map) in [("gid_map", gid_map), ("uid_map", uid_map)] {
         let path = format!("/proc/{child}/{file}");

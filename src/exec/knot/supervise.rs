@@ -195,9 +195,9 @@ impl Supervisor<'_> {
     }
 }
 
-/// Tells whether a death counts as a failure: deaths after SIGTERM or SIGINT reached the
-/// knot, deaths by SIGTERM and `normal_exit_codes` are not; for daemons exit code 0 is a
-/// failure unless it is listed, for commands it is not.
+/// Tells whether a death counts as a failure. Deaths after SIGTERM or SIGINT reached the
+/// knot, deaths by SIGTERM and `normal_exit_codes` are not failures. Exit code 0 is a
+/// failure for daemons unless it is listed, and never for commands.
 pub(crate) fn is_failure(spec: &LaunchSpec, status: &ExitStatus, terminated: bool) -> bool {
     match *status {
         _ if terminated => false,
@@ -208,8 +208,8 @@ pub(crate) fn is_failure(spec: &LaunchSpec, status: &ExitStatus, terminated: boo
     }
 }
 
-/// Opens `stdout_stderr_file` inside the container for one run; `None` means the stdio
-/// log on the knot's own stdout and stderr (or, when interactive, the caller's terminal).
+/// Opens `stdout_stderr_file` inside the container for one run. `None` means the knot's
+/// own stdout and stderr: the stdio log, or the caller's terminal when interactive.
 fn open_output(spec: &LaunchSpec) -> io::Result<Option<OwnedFd>> {
     match &spec.container.stdout_stderr_file {
         Some(path) if !spec.container.interactive => {

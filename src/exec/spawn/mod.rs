@@ -22,6 +22,10 @@ use crate::exec::cgroup::{CgroupError, Cgroups, Limits};
 use crate::exec::sys::{CloneArgs, CLONE_INTO_CGROUP};
 use crate::model::spec::LaunchSpec;
 
+mod child;
+
+use child::{read_child_error, run_child, ChildPlan, STEPS};
+
 /// Everything needed to start one knot.
 #[derive(Debug)]
 pub struct SpawnRequest<'a> {
@@ -61,7 +65,7 @@ pub enum SpawnError {
     /// An argument or variable contains a NUL byte.
     #[error("invalid {what}: contains a NUL byte")]
     Nul {
-        /// Which argument or variable.
+        /// Name of the argument or variable.
         what: String,
     },
     /// The instance cgroups could not be prepared.
@@ -125,44 +129,12 @@ pub enum SpawnError {
     },
 }
 
-/// Steps of the child between clone and exec, reported back on the error pipe.
-const STEPS: &[&str] = &[
-    "join a v1 cgroup",
-    "duplicate a descriptor",
-    "close inherited descriptors",
-    "start a new session",
-    "execute the knot binary",
-];
-const STEP_CGROUP: u32 = 0;
-const STEP_DUP: u32 = 1;
-const STEP_CLOSE: u32 = 2;
-const STEP_SETSID: u32 = 3;
-const STEP_EXEC: u32 = 4;
-
-/// Everything the child needs, prepared before the clone so it never allocates.
-struct ChildPlan {
-    binary: CString,
-    /// Owns the strings `argv_ptrs` points into.
-    _argv: Vec<CString>,
-    argv_ptrs: Vec<*const libc::c_char>,
-    /// Owns the strings `envp_ptrs` points into.
-    _envp: Vec<CString>,
-    envp_ptrs: Vec<*const libc::c_char>,
-    v1_procs: Vec<CString>,
-    /// (source fd in the caller, fd number in the knot).
-    fds: Vec<(RawFd, RawFd)>,
-    /// Highest fd number in the knot that is placed, plus one.
-    first_free: RawFd,
-    error_pipe: RawFd,
-    new_session: bool,
-}
-
 /// Starts a knot for `req.spec` and returns its pid once it has executed the knot binary.
 ///
-/// The knot gets no parent-death signal, so it outlives the caller. Its descriptors are
-/// stdin from `/dev/null` and stdout and stderr on the appended stdio log (both left as
-/// the caller's when the spec is `interactive`), the sockets at their fd numbers and the
-/// memfd with the spec at the number given by `--config-fd`; every other descriptor is
+/// The knot gets no parent-death signal, so it outlives the caller. Its stdin is
+/// `/dev/null` and its stdout and stderr append to the stdio log, unless the spec is
+/// `interactive`, which keeps the caller's. The sockets sit at their fd numbers and the
+/// memfd with the spec at the number given by `--config-fd`. Every other descriptor is
 /// closed with one `close_range`. The environment is cleared but for `TERM` and
 /// `req.extra_env`. The command line is
 /// `lithos_knot --name NAME --master MASTER --fingerprint HEX --config-fd N`.
@@ -368,129 +340,6 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .map(|s| s.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect()
-}
-
-/// Reads the 8-byte step and errno the child writes when it fails; `None` when the pipe
-/// closed on exec.
-fn read_child_error(pipe: OwnedFd) -> Option<(u32, io::Error)> {
-    let mut file = std::fs::File::from(pipe);
-    let mut buf = [0u8; 8];
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    if filled < buf.len() {
-        return None;
-    }
-    let step = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    Some((step, io::Error::from_raw_os_error(errno)))
-}
-
-/// Reports `step` with the current errno on the error pipe and exits the child.
-fn child_fail(error_pipe: RawFd, step: u32) -> ! {
-    let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    let mut buf = [0u8; 8];
-    buf[..4].copy_from_slice(&step.to_ne_bytes());
-    buf[4..].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: write and _exit are async-signal-safe and `buf` lives on our stack.
-    unsafe {
-        libc::write(error_pipe, buf.as_ptr().cast(), buf.len());
-        libc::_exit(127)
-    }
-}
-
-/// The knot child between clone and exec. Only raw system calls, no allocation, since a
-/// lock of the multi-threaded parent may be held forever in this copy.
-fn run_child(plan: &ChildPlan) -> ! {
-    let mut error_pipe = plan.error_pipe;
-    for procs in &plan.v1_procs {
-        // SAFETY: `procs` is a valid C string; the fd is closed right after the write.
-        let ok = unsafe {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            let written = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-            if fd >= 0 {
-                libc::close(fd);
-            }
-            written
-        };
-        if !ok {
-            child_fail(error_pipe, STEP_CGROUP);
-        }
-    }
-
-    // Move every source out of the way first, above every target, so a source that sits
-    // on another entry's target is not overwritten before it is copied.
-    let above = plan.first_free + 1;
-    let mut moved = [0 as RawFd; 64];
-    if plan.fds.len() > moved.len() {
-        // SAFETY: setting errno is how the failure reason reaches child_fail.
-        unsafe { *libc::__errno_location() = libc::EMFILE };
-        child_fail(error_pipe, STEP_DUP);
-    }
-    for (slot, &(source, _)) in moved.iter_mut().zip(&plan.fds) {
-        // SAFETY: fcntl on a descriptor the parent keeps open until exec.
-        *slot = unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, above) };
-        if *slot < 0 {
-            child_fail(error_pipe, STEP_DUP);
-        }
-    }
-    // SAFETY: as above; the error pipe moves to `first_free`, just above the targets.
-    let pipe = unsafe { libc::fcntl(error_pipe, libc::F_DUPFD_CLOEXEC, above) };
-    if pipe < 0 {
-        child_fail(error_pipe, STEP_DUP);
-    }
-    error_pipe = pipe;
-    for (&temporary, &(_, target)) in moved.iter().zip(&plan.fds) {
-        // SAFETY: dup2 onto a number we own in this child; it clears close-on-exec.
-        if unsafe { libc::dup2(temporary, target) } < 0 {
-            child_fail(error_pipe, STEP_DUP);
-        }
-    }
-    // SAFETY: dup3 moves the error pipe to a fixed number, keeping close-on-exec.
-    if unsafe { libc::dup3(error_pipe, plan.first_free, libc::O_CLOEXEC) } < 0 {
-        child_fail(error_pipe, STEP_DUP);
-    }
-    error_pipe = plan.first_free;
-    // Close the gaps between 3 and the highest target (a handful at most), then in one
-    // call everything above the error pipe, however high RLIMIT_NOFILE is.
-    for fd in 3..plan.first_free {
-        if !plan.fds.iter().any(|&(_, target)| target == fd) {
-            // SAFETY: closing a descriptor that is not one of the knot's.
-            unsafe { libc::close(fd) };
-        }
-    }
-    if crate::exec::sys::close_from(plan.first_free + 1).is_err() {
-        child_fail(error_pipe, STEP_CLOSE);
-    }
-
-    // SAFETY: setsid has no memory effects; a knot detached from the caller's session
-    // gets no terminal signals meant for the caller.
-    if plan.new_session && unsafe { libc::setsid() } < 0 {
-        child_fail(error_pipe, STEP_SETSID);
-    }
-    // SAFETY: resetting the signal mask and SIGPIPE (ignored by the Rust runtime) so the
-    // knot starts with default signal handling; `set` is initialised by sigemptyset.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-    // SAFETY: all pointers come from CStrings in `plan`, the arrays are null-terminated.
-    unsafe {
-        libc::execve(
-            plan.binary.as_ptr(),
-            plan.argv_ptrs.as_ptr(),
-            plan.envp_ptrs.as_ptr(),
-        );
-    }
-    child_fail(error_pipe, STEP_EXEC)
 }
 
 /// Reads a launch spec written by [`spawn_knot`] from descriptor `fd` and closes it.

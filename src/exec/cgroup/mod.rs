@@ -12,6 +12,12 @@ use std::fs;
 use std::io::{self, ErrorKind};
 use std::path::{Component, Path, PathBuf};
 
+mod discover;
+mod limits;
+
+use discover::find_hierarchies;
+use limits::{enable_controllers, write_v1_limits, write_v2_limits};
+
 /// Hierarchies used when `cgroup-controllers` is empty; `name` is the `name=systemd` one.
 pub const DEFAULT_CONTROLLERS: &[&str] = &["name", "cpu", "cpuacct", "memory", "blkio"];
 
@@ -21,6 +27,8 @@ pub const SUPERVISOR_LEAF: &str = "supervisor";
 
 /// The v1 `cpu.shares` value the kernel starts a group with.
 const DEFAULT_CPU_SHARES: u64 = 1024;
+/// The v2 `cpu.weight` value the kernel starts a group with.
+const DEFAULT_CPU_WEIGHT: u64 = 100;
 
 /// Error of a cgroup operation.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +143,7 @@ pub struct Limits {
     pub cpu_shares: Option<u64>,
 }
 
-/// Where a new process of an instance must be placed.
+/// Placement of a new process of an instance.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Placement {
     /// The v2 instance group, entered with `clone3(CLONE_INTO_CGROUP)`.
@@ -196,10 +204,10 @@ impl Cgroups {
     ///
     /// Limits go where a hierarchy has the controller: v1 `memory.limit_in_bytes`,
     /// `memory.memsw.limit_in_bytes` (when the kernel has it) and `cpu.shares`; v2
-    /// `memory.max`, `memory.swap.max` and `cpu.weight`. On v2 the controllers are enabled
-    /// in `cgroup.subtree_control` of the caller's group and of `cgroup-name` first; the
-    /// caller's group must then have no processes (see [`Cgroups::enter_supervisor_leaf`])
-    /// unless it is the root.
+    /// `memory.max`, `memory.swap.max` and `cpu.weight`. On v2 the controllers are first
+    /// enabled in `cgroup.subtree_control` of the caller's group and of `cgroup-name`. That
+    /// fails while the caller's group has processes, unless it is the root, so the tree
+    /// calls [`Cgroups::enter_supervisor_leaf`] first.
     pub fn prepare_instance(&self, leaf: &str, limits: &Limits) -> Result<Placement, CgroupError> {
         check_name(leaf)?;
         let mut placement = Placement::default();
@@ -212,13 +220,18 @@ impl Cgroups {
                     placement.v1_procs.push(dir.join("cgroup.procs"));
                 }
                 Version::V2 => {
-                    let memory = limits.memory.is_some() && hierarchy.has_v2("memory")?;
-                    let cpu = limits.cpu_shares.is_some() && hierarchy.has_v2("cpu")?;
-                    let wanted: Vec<&str> = [("memory", memory), ("cpu", cpu)]
-                        .iter()
-                        .filter(|(_, on)| *on)
-                        .map(|(name, _)| *name)
-                        .collect();
+                    let memory = hierarchy.has_v2("memory")?;
+                    let cpu = hierarchy.has_v2("cpu")?;
+                    // Controllers are enabled only for a limit; an unset limit is reset
+                    // where an earlier start left one.
+                    let wanted: Vec<&str> = [
+                        ("memory", memory && limits.memory.is_some()),
+                        ("cpu", cpu && limits.cpu_shares.is_some()),
+                    ]
+                    .iter()
+                    .filter(|(_, on)| *on)
+                    .map(|(name, _)| *name)
+                    .collect();
                     enable_controllers(hierarchy, &wanted)?;
                     create(&dir)?;
                     write_v2_limits(&dir, limits, memory, cpu)?;
@@ -321,242 +334,9 @@ fn create(dir: &Path) -> Result<(), CgroupError> {
     }
 }
 
-fn write_v1_limits(hierarchy: &Hierarchy, dir: &Path, limits: &Limits) -> Result<(), CgroupError> {
-    if hierarchy.has_v1("memory") {
-        write_v1_memory(dir, limits.memory)?;
-    }
-    if hierarchy.has_v1("cpu") {
-        let shares = limits.cpu_shares.unwrap_or(DEFAULT_CPU_SHARES);
-        write(&dir.join("cpu.shares"), &shares.to_string())?;
-    }
-    Ok(())
-}
-
-/// Writes the v1 memory limit and, when the kernel has swap accounting, the same value as
-/// the memory+swap limit. The kernel keeps `memory <= memsw` at every step, so a raised
-/// limit goes to memsw first and a lowered one to memory first.
-fn write_v1_memory(dir: &Path, limit: Option<u64>) -> Result<(), CgroupError> {
-    let memory = dir.join("memory.limit_in_bytes");
-    let memsw = dir.join("memory.memsw.limit_in_bytes");
-    let value = limit.map_or_else(|| "-1".to_string(), |l| l.to_string());
-    if !memsw.exists() {
-        return write(&memory, &value);
-    }
-    let current: u64 = read(&memory)?.trim().parse().unwrap_or(u64::MAX);
-    let raising = limit.is_none_or(|l| l >= current);
-    if raising {
-        write(&memsw, &value)?;
-        write(&memory, &value)
-    } else {
-        write(&memory, &value)?;
-        write(&memsw, &value)
-    }
-}
-
-fn write_v2_limits(
-    dir: &Path,
-    limits: &Limits,
-    memory: bool,
-    cpu: bool,
-) -> Result<(), CgroupError> {
-    if memory {
-        let value = limits
-            .memory
-            .map_or_else(|| "max".to_string(), |l| l.to_string());
-        write(&dir.join("memory.max"), &value)?;
-        // Zero swap matches v1, where memsw equal to the memory limit leaves no swap.
-        let swap = dir.join("memory.swap.max");
-        if swap.exists() {
-            write(&swap, if limits.memory.is_some() { "0" } else { "max" })?;
-        }
-    }
-    if cpu {
-        let weight = cpu_weight(limits.cpu_shares.unwrap_or(DEFAULT_CPU_SHARES));
-        write(&dir.join("cpu.weight"), &weight.to_string())?;
-    }
-    Ok(())
-}
-
-/// Enables `controllers` from the caller's own v2 group down to `cgroup-name`, so the
-/// instance groups get the control files.
-fn enable_controllers(hierarchy: &Hierarchy, controllers: &[&str]) -> Result<(), CgroupError> {
-    if controllers.is_empty() {
-        return Ok(());
-    }
-    let mut dir = hierarchy.own.clone();
-    let relative = hierarchy
-        .base
-        .strip_prefix(&hierarchy.own)
-        .unwrap_or(Path::new(""));
-    let mut chain = vec![dir.clone()];
-    for component in relative.components() {
-        dir.push(component);
-        chain.push(dir.clone());
-    }
-    // The last group of the chain is cgroup-name itself, whose children are the instances.
-    for group in chain {
-        let control = group.join("cgroup.subtree_control");
-        let enabled = read(&control)?;
-        for controller in controllers {
-            if !enabled.split_whitespace().any(|c| c == *controller) {
-                write(&control, &format!("+{controller}"))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// One line of `/proc/self/mountinfo` that mounts a cgroup hierarchy.
-struct CgroupMount {
-    version: Version,
-    root: String,
-    mount_point: PathBuf,
-    super_options: Vec<String>,
-}
-
-fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
-    let mut mounts = Vec::new();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let fields: Vec<&str> = left.split(' ').collect();
-        let tail: Vec<&str> = right.split(' ').collect();
-        if fields.len() < 5 || tail.len() < 3 {
-            continue;
-        }
-        let version = match tail[0] {
-            "cgroup" => Version::V1,
-            "cgroup2" => Version::V2,
-            _ => continue,
-        };
-        mounts.push(CgroupMount {
-            version,
-            root: unescape(fields[3]),
-            mount_point: PathBuf::from(unescape(fields[4])),
-            super_options: tail[2].split(',').map(str::to_string).collect(),
-        });
-    }
-    mounts
-}
-
-/// Decodes the octal escapes (`\040` for a space) of mountinfo paths.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .and_then(|d| std::str::from_utf8(d).ok());
-        match (bytes[i], octal.and_then(|d| u8::from_str_radix(d, 8).ok())) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn find_hierarchies(
-    membership: &str,
-    mountinfo: &str,
-    wanted: &[String],
-    name: &str,
-) -> Vec<Hierarchy> {
-    let mounts = parse_mountinfo(mountinfo);
-    let mut found: Vec<Hierarchy> = Vec::new();
-    for line in membership.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_id), Some(list), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let controllers: Vec<String> = list
-            .split(',')
-            .filter(|c| !c.is_empty())
-            .map(str::to_string)
-            .collect();
-        let version = if list.is_empty() {
-            Version::V2
-        } else {
-            Version::V1
-        };
-        if version == Version::V1
-            && !controllers
-                .iter()
-                .any(|c| wanted.iter().any(|w| matches_wanted(w, c)))
-        {
-            continue;
-        }
-        let mount = mounts.iter().find(|m| {
-            m.version == version
-                && (version == Version::V2
-                    || controllers.iter().all(|c| m.super_options.contains(c)))
-                && is_within(path, &m.root)
-        });
-        let Some(mount) = mount else { continue };
-        let mut own = mount.mount_point.clone();
-        let relative = path.strip_prefix(mount.root.as_str()).unwrap_or(path);
-        own.extend(Path::new(relative.trim_start_matches('/')).components());
-        if version == Version::V2 && own.file_name().is_some_and(|n| n == SUPERVISOR_LEAF) {
-            own.pop();
-        }
-        if found.iter().any(|h| h.mount == mount.mount_point) {
-            continue;
-        }
-        found.push(Hierarchy {
-            version,
-            mount: mount.mount_point.clone(),
-            controllers: if version == Version::V1 {
-                controllers
-            } else {
-                Vec::new()
-            },
-            base: own.join(name),
-            own,
-        });
-    }
-    found
-}
-
-fn matches_wanted(wanted: &str, controller: &str) -> bool {
-    if wanted == "name" {
-        controller == "name=systemd"
-    } else {
-        wanted == controller
-    }
-}
-
-fn is_within(path: &str, root: &str) -> bool {
-    root == "/"
-        || path == root
-        || path
-            .strip_prefix(root)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const HYBRID_CGROUP: &str =
-        "9:name=systemd:/\n4:memory:/jobs/42\n2:cpu,cpuacct:/\n7:blkio:/\n0::/svc\n";
-    const HYBRID_MOUNTS: &str = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-
-    fn wanted(list: &[&str]) -> Vec<String> {
-        list.iter().map(|c| c.to_string()).collect()
-    }
 
     #[test]
     fn cpu_weight_matches_formula_ends() {
@@ -564,61 +344,6 @@ mod tests {
         assert_eq!(cpu_weight(262_144), 10_000);
         assert_eq!(cpu_weight(1024), 39);
         assert_eq!(cpu_weight(0), 1);
-    }
-
-    #[test]
-    fn hierarchies_below_own_group() {
-        let found = find_hierarchies(
-            HYBRID_CGROUP,
-            HYBRID_MOUNTS,
-            &wanted(DEFAULT_CONTROLLERS),
-            "lithos",
-        );
-        let bases: Vec<_> = found
-            .iter()
-            .map(|h| h.base.to_str().unwrap().to_string())
-            .collect();
-        assert_eq!(
-            bases,
-            [
-                "/sys/fs/cgroup/systemd/lithos",
-                "/sys/fs/cgroup/memory/jobs/42/lithos",
-                "/sys/fs/cgroup/cpu,cpuacct/lithos",
-                "/sys/fs/cgroup/unified/svc/lithos",
-            ]
-        );
-    }
-
-    #[test]
-    fn unmounted_controller_skipped() {
-        // blkio is listed in /proc/self/cgroup but not mounted.
-        let found = find_hierarchies(HYBRID_CGROUP, HYBRID_MOUNTS, &wanted(&["blkio"]), "x");
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].version, Version::V2);
-    }
-
-    #[test]
-    fn supervisor_leaf_counts_as_parent() {
-        let found = find_hierarchies(
-            "0::/svc/supervisor\n",
-            HYBRID_MOUNTS,
-            &wanted(&["name"]),
-            "t",
-        );
-        assert_eq!(found[0].base, Path::new("/sys/fs/cgroup/unified/svc/t"));
-    }
-
-    #[test]
-    fn namespaced_mount_root_stripped() {
-        let mounts = "50 1 0:40 /outer /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
-        let found = find_hierarchies("0::/outer/inner\n", mounts, &[], "t");
-        assert_eq!(found[0].own, Path::new("/sys/fs/cgroup/inner"));
-    }
-
-    #[test]
-    fn escaped_mount_point_decoded() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
-        assert_eq!(unescape("/plain"), "/plain");
     }
 
     #[test]
