@@ -305,3 +305,29 @@ fn clean_finds_running_knot_image() {
     let _ = nix::sys::wait::waitpid(pid, None);
     assert!(found, "image {} of knot {knot} not found", image.display());
 }
+
+#[test]
+fn clean_keep_recent_history() {
+    let dir = fixture();
+    let root = dir.path();
+    let now = chrono::Utc::now();
+    let stamp = |time: chrono::DateTime<chrono::Utc>| time.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let line = |time: String, image: &str| {
+        format!("{time} {{\"a\":{{\"image\":\"{image}\",\"config\":\"/config/a.yaml\"}}}}\n")
+    };
+    // app-v2 was replaced by app-v3 half an hour ago; app-v1 years ago.
+    let history = line("2020-01-01T00:00:00Z".into(), "app-v1")
+        + &line(stamp(now - chrono::Duration::hours(5)), "app-v2")
+        + &line(stamp(now - chrono::Duration::minutes(30)), "app-v3");
+    fs::write(root.join("log/config/app.log"), history).unwrap();
+    let (_, stdout, _) = clean(root, &["--unused", "--vmax", "1"]);
+    assert_eq!(
+        names(root, &stdout),
+        ["app-v1", "app-v2", "orphan", "web-v1"]
+    );
+    // web-v1 was in use until web-v2 was loaded a moment ago, so it is recent too.
+    let (_, stdout, _) = clean(root, &["--unused", "--vmax", "1", "--keep-recent", "1h"]);
+    assert_eq!(names(root, &stdout), ["app-v1", "orphan"]);
+    let (_, stdout, _) = clean(root, &["--unused", "-D", "0", "--keep-recent", "10m"]);
+    assert_eq!(names(root, &stdout), ["app-v1", "app-v2", "orphan"]);
+}

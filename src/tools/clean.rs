@@ -9,7 +9,7 @@
 //! unused. Nothing is deleted without `--delete-unused`, nothing outside an image-dir,
 //! and symlinks are neither followed nor deleted.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,8 @@ pub struct Args {
     #[arg(short = 'C', long = "config", value_name = "FILE", default_value = DEFAULT_MASTER)]
     pub config: PathBuf,
     /// Keep images that changed within DELTA (for example 30m, 12h, 7d), so an image
-    /// unpacked for a deploy that has not happened yet survives.
+    /// unpacked for a deploy that has not happened yet survives, and the images of every
+    /// config that was in use within DELTA, whatever --versions-max and --history-days say.
     #[arg(long = "keep-recent", value_name = "DELTA", value_parser = parse_delta)]
     pub keep_recent: Option<Duration>,
     /// Keep images of configs used no more than DAYS ago (default: every config in the
@@ -173,7 +174,7 @@ pub struct HistoryOptions {
     pub versions_min: usize,
     /// Past configs kept at most.
     pub versions_max: usize,
-    /// Images changed after this time are kept.
+    /// Images changed after this time, and those of configs in use after it, are kept.
     pub recent_since: Option<SystemTime>,
 }
 
@@ -371,10 +372,47 @@ fn add_history(
     log_dir: &Path,
     options: &HistoryOptions,
 ) -> Result<(), CleanError> {
-    let mut configs: VecDeque<PastConfig> = VecDeque::new();
+    let all = read_history(&sandbox.name, log_dir)?;
+    let mut selected = vec![false; all.len()];
+    // The last --versions-max configs, minus those older than --history-days beyond
+    // --versions-min.
+    let first = all.len().saturating_sub(options.versions_max);
+    let since: Option<DateTime<Utc>> = options.since.map(Into::into);
+    for (index, past) in all.iter().enumerate().skip(first) {
+        let kept_versions = all.len() - index <= options.versions_min;
+        let young = since.is_none_or(|since| past.time >= since);
+        selected[index] = young || kept_versions;
+    }
+    // With --keep-recent, every config still in use at some point within DELTA: its
+    // successor was loaded after the cutoff, or it is the last one.
+    if let Some(recent) = options.recent_since {
+        let recent: DateTime<Utc> = recent.into();
+        for index in 0..all.len() {
+            let replaced_at = all.get(index + 1).map(|next| next.time);
+            if replaced_at.is_none_or(|time| time >= recent) {
+                selected[index] = true;
+            }
+        }
+    }
+    for (past, _) in all.iter().zip(&selected).filter(|(_, keep)| **keep) {
+        let reason = format!(
+            "config of sandbox {} loaded at {}",
+            sandbox.name,
+            past.time.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        for image in entry_images(&past.config) {
+            use_image(sandbox, image, reason.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Reads the history of `sandbox`, oldest first, one entry per change of its config.
+fn read_history(sandbox: &str, log_dir: &Path) -> Result<Vec<PastConfig>, CleanError> {
+    let mut configs: Vec<PastConfig> = Vec::new();
     for file in [
-        log_dir.join(format!("{}.log.1", sandbox.name)),
-        log_dir.join(format!("{}.log", sandbox.name)),
+        log_dir.join(format!("{sandbox}.log.1")),
+        log_dir.join(format!("{sandbox}.log")),
     ] {
         let text = match fs::read_to_string(&file) {
             Ok(text) => text,
@@ -396,36 +434,15 @@ fn add_history(
             })?;
             // Loads without a change repeat the same config; they are one version.
             if configs
-                .back()
+                .last()
                 .is_some_and(|last| last.config == past.config)
             {
                 continue;
             }
-            configs.push_back(past);
-            if configs.len() > options.versions_max {
-                configs.pop_front();
-            }
+            configs.push(past);
         }
     }
-    if let Some(since) = options.since {
-        let since: DateTime<Utc> = since.into();
-        while configs.len() > options.versions_min
-            && configs.front().is_some_and(|first| first.time < since)
-        {
-            configs.pop_front();
-        }
-    }
-    for past in configs {
-        let reason = format!(
-            "config of sandbox {} loaded at {}",
-            sandbox.name,
-            past.time.format("%Y-%m-%dT%H:%M:%SZ")
-        );
-        for image in entry_images(&past.config) {
-            use_image(sandbox, image, reason.clone());
-        }
-    }
-    Ok(())
+    Ok(configs)
 }
 
 fn parse_history_line(line: &str) -> Option<PastConfig> {
