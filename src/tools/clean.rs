@@ -387,10 +387,10 @@ fn add_history(
     // successor was loaded after the cutoff, or it is the last one.
     if let Some(recent) = options.recent_since {
         let recent: DateTime<Utc> = recent.into();
-        for index in 0..all.len() {
+        for (index, keep) in selected.iter_mut().enumerate() {
             let replaced_at = all.get(index + 1).map(|next| next.time);
             if replaced_at.is_none_or(|time| time >= recent) {
-                selected[index] = true;
+                *keep = true;
             }
         }
     }
