@@ -223,6 +223,14 @@ fn cmd_forwards_sigterm_and_cleans_up() {
         started,
         "command cgroup {leaf} never held the knot and its program"
     );
+    let ps = Command::new(env!("CARGO_BIN_EXE_lithos_ps"))
+        .args(["--json", "-C"])
+        .arg(&tree.master)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(report["commands"][0]["name"], format!("s/cmd.nap.{pid}"));
+    assert_eq!(report["commands"][0]["state"], "command");
     let state_dir = tree.root().join(format!("run/state/s/cmd.nap.{pid}"));
     assert!(state_dir.exists(), "no state dir {}", state_dir.display());
     nix::sys::signal::kill(
