@@ -98,7 +98,7 @@ fn record_plan() -> impl Strategy<Value = RecordPlan> {
         0usize..2,
         proptest::option::of(0u64..30),
         proptest::option::of(0u64..15),
-        1u64..10,
+        0u64..10,
         proptest::option::of(0usize..4),
     )
         .prop_map(
@@ -114,7 +114,7 @@ fn record_plan() -> impl Strategy<Value = RecordPlan> {
 
 fn instance_plan() -> impl Strategy<Value = InstancePlan> {
     (
-        proptest::option::of((0usize..2, 0u64..20, 1u64..10)),
+        proptest::option::of((0usize..2, 0u64..20, 0u64..10)),
         proptest::collection::vec(proc_plan(), 0..3),
         proptest::option::of(record_plan()),
     )
@@ -266,6 +266,21 @@ fn term_sent(scenario: &Scenario, target: ProcId) -> Option<Duration> {
     recorded.or_else(|| scenario.persisted.stray_signals.get(&target).copied())
 }
 
+/// The kill-timeout a stop of a process of `name` uses: recorded, else desired, else the
+/// default (always for unknown children).
+fn kill_timeout(scenario: &Scenario, name: Option<&InstanceName>) -> Duration {
+    let Some(name) = name else {
+        return DEFAULT_KILL_TIMEOUT;
+    };
+    let record = scenario
+        .persisted
+        .instances
+        .get(name)
+        .map(|r| r.kill_timeout);
+    let want = scenario.desired.instances.get(name).map(|w| w.kill_timeout);
+    record.or(want).unwrap_or(DEFAULT_KILL_TIMEOUT)
+}
+
 fn signalled(plan: &Plan) -> BTreeSet<ProcId> {
     plan.actions
         .iter()
@@ -320,7 +335,7 @@ fn apply(scenario: &Scenario, plan: &Plan) -> Scenario {
 
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 2000,
+        cases: 1000,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/reconcile_props.txt",
         ))),
@@ -342,6 +357,10 @@ proptest! {
         let again = reconcile(&after.desired, &after.observed, &after.persisted, NOW);
         for action in &again.actions {
             match action {
+                // With a kill-timeout of zero, SIGKILL follows SIGTERM at the same instant.
+                Action::Kill { target, name, .. }
+                    if term_sent(&after, *target) == Some(NOW)
+                        && kill_timeout(&after, name.as_ref()).is_zero() => {}
                 Action::Signal { .. } | Action::Kill { .. } => prop_assert!(false, "new signal {action}"),
                 // A SIGKILL ends a process at once, so its instance may be replaced or retired.
                 Action::Spawn { name, .. } | Action::Retire { name, .. } => {
@@ -408,12 +427,7 @@ proptest! {
                 Action::Kill { target, name, .. } => {
                     let sent = term_sent(&scenario, *target);
                     prop_assert!(sent.is_some(), "SIGKILL without SIGTERM to {target}");
-                    let timeouts = name.as_ref().map(|name| {
-                        let record = scenario.persisted.instances.get(name).map(|r| r.kill_timeout);
-                        let want = scenario.desired.instances.get(name).map(|w| w.kill_timeout);
-                        record.or(want).unwrap_or(DEFAULT_KILL_TIMEOUT)
-                    });
-                    let timeout = timeouts.unwrap_or(DEFAULT_KILL_TIMEOUT);
+                    let timeout = kill_timeout(&scenario, name.as_ref());
                     prop_assert!(NOW >= sent.unwrap() + timeout, "SIGKILL to {target} before its deadline");
                 }
                 _ => {}
@@ -438,8 +452,10 @@ proptest! {
     #[test]
     fn wake_at_is_in_the_future(scenario in scenario()) {
         let plan = reconcile(&scenario.desired, &scenario.observed, &scenario.persisted, NOW);
+        let zero_kill_timeout = scenario.desired.instances.values().any(|w| w.kill_timeout.is_zero())
+            || scenario.persisted.instances.values().any(|r| r.kill_timeout.is_zero());
         if let Some(wake) = plan.wake_at {
-            prop_assert!(wake > NOW);
+            prop_assert!(wake > NOW || (wake == NOW && zero_kill_timeout));
         }
         for action in &plan.actions {
             if let Action::Wait { until, .. } = action {

@@ -1,6 +1,7 @@
 //! `lithos_check`: validates a lithos config tree (or single container configs) and prints
 //! every problem found. Exit status 0 means valid, 1 invalid, 2 a usage error.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -62,19 +63,23 @@ fn main() -> ExitCode {
     } else {
         check_containers(&args.check_container)
     };
-    match args.format {
-        Format::Text => {
-            print!("{problems}");
-            if args.verbose {
-                for line in &summary {
-                    eprintln!("{line}");
-                }
-            }
-        }
+    let output = match args.format {
+        Format::Text => problems.to_string(),
         Format::Json => match serde_json::to_string_pretty(&problems) {
-            Ok(json) => println!("{json}"),
-            Err(error) => eprintln!("cannot encode problems as JSON: {error}"),
+            Ok(json) => json + "\n",
+            Err(error) => {
+                eprintln!("failed to encode problems as JSON: {error}");
+                String::new()
+            }
         },
+    };
+    // A closed pipe (`lithos_check | head`) is not worth a panic; the exit status still
+    // tells whether the configuration is valid.
+    let _ = std::io::stdout().lock().write_all(output.as_bytes());
+    if args.verbose {
+        for line in &summary {
+            eprintln!("{line}");
+        }
     }
     if problems.is_empty() {
         if args.verbose {
@@ -145,11 +150,11 @@ fn check_tree(args: &Args) -> (Problems, Vec<String>) {
     }
     for (name, sandbox) in &tree.sandboxes {
         if let SandboxLoad::Loaded { entries } = sandbox {
-            summary.push(format!("sandbox {name}: {} entr(y/ies)", entries.len()));
+            summary.push(format!("sandbox {name}: {} process entries", entries.len()));
         }
     }
     summary.push(format!(
-        "{} daemon instance(s) desired",
+        "{} daemon instances desired",
         tree.desired_instances().count()
     ));
     (problems, summary)

@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde::de::{self, Deserialize, Deserializer, MapAccess};
 use serde::Serialize;
 
+use super::collections::{struct_deserialize, List, UniqueMap};
 use super::problems::keyed_message;
 use super::sandbox::IdMaps;
-use super::scalar::{next_key, struct_deserialize, List, Opt, Seconds, SeenKeys, UniqueMap, P};
+use super::scalar::{next_key, Opt, Seconds, SeenKeys, P};
 use super::spec::{ContainerKind, IdMap, Volume};
 use super::tags::{VariableDef, VariableType, VolumeDef};
 

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::instantiate::EntryInput;
-use super::problems::Problems;
+use super::problems::{FileContext, Problem, Problems, Scope};
+use super::process::ProcessEntry;
 use super::sandbox::valid_namespace;
 use super::secrets_check::check_entry_secrets;
 use super::spec::{ContainerKind, EntryKind, IdMap, LaunchSpec, Volume};
@@ -292,4 +293,39 @@ pub(crate) fn check_ports(input: &EntryInput, spec: &LaunchSpec, problems: &mut 
             ));
         }
     }
+}
+
+/// Reports an ip address given to more than one instance of the sandbox; both entries that
+/// use it fail, since neither can be started safely.
+pub(crate) fn duplicate_addresses(
+    parsed: &BTreeMap<String, Result<ProcessEntry, Problem>>,
+    processes: &FileContext,
+) -> Vec<Problem> {
+    let mut owners: BTreeMap<std::net::IpAddr, Vec<&str>> = BTreeMap::new();
+    for (name, entry) in parsed {
+        if let Ok(entry) = entry {
+            for address in &entry.ip_addresses {
+                owners.entry(*address).or_default().push(name);
+            }
+        }
+    }
+    let Scope::Sandbox(sandbox) = &processes.scope else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for (address, names) in owners.iter().filter(|(_, names)| names.len() > 1) {
+        let mut unique = names.clone();
+        unique.dedup();
+        for name in unique {
+            let context = FileContext {
+                scope: Scope::Entry(sandbox.clone(), name.to_string()),
+                ..processes.clone()
+            };
+            found.push(context.problem(
+                &format!("{name}.ip-addresses"),
+                format!("{address} is given {} times in this sandbox: give each instance its own address", names.len()),
+            ));
+        }
+    }
+    found
 }

@@ -138,8 +138,8 @@ fn processes_from_text(
     }
 }
 
-/// Checks the keys of one entry that need nothing else: required keys, config path, and
-/// that `ip-addresses` has one address per instance when given.
+/// Checks the keys of one entry that need nothing else: the required `image` and `config`,
+/// an absolute config path, and the names in `extra-secrets-namespaces`.
 pub(crate) fn check_entry_keys(
     context: &FileContext,
     name: &str,

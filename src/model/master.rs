@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use serde::de::MapAccess;
 use serde::Serialize;
 
+use super::collections::{struct_deserialize, List};
 use super::problems::{FileContext, Problems, Scope};
 use super::read::{parse_text, read_text};
-use super::scalar::{next_key, struct_deserialize, List, Opt, SeenKeys};
+use super::scalar::{next_key, Opt, SeenKeys};
 
 /// cgroup controllers used when `cgroup-controllers` is missing or empty.
 pub const DEFAULT_CGROUP_CONTROLLERS: [&str; 5] = ["name", "cpu", "cpuacct", "memory", "blkio"];

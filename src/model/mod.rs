@@ -3,6 +3,7 @@
 // Problems are returned on the cold path of loading a file, where their size costs nothing.
 #![allow(clippy::result_large_err)]
 
+mod collections;
 pub mod container;
 pub mod container_check;
 mod entry_check;

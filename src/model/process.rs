@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use serde::de::{self, MapAccess};
 use serde::Serialize;
 
+use super::collections::{struct_deserialize, List, UniqueMap};
 use super::problems::{join_key, locate_key, FileContext, Problem, Scope};
 use super::read::parse_text;
-use super::scalar::{next_key, struct_deserialize, List, SeenKeys, UniqueMap, P};
+use super::scalar::{next_key, SeenKeys, P};
 use super::spec::EntryKind;
 
 /// One entry of a processes file.

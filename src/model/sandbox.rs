@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use serde::de::{self, MapAccess};
 use serde::Serialize;
 
+use super::collections::{struct_deserialize, List, UniqueMap};
 use super::problems::{keyed_message, FileContext, Problems};
-use super::scalar::{next_key, struct_deserialize, List, Opt, SeenKeys, UniqueMap, P};
+use super::scalar::{next_key, Opt, SeenKeys, P};
 use super::spec::IdMap;
 use super::units::{format_ranges, in_ranges, IdRange};
 

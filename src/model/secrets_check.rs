@@ -6,7 +6,14 @@ use std::collections::BTreeMap;
 use crate::secrets::{decrypt_environ_with_keys, load_private_keys, short_hash, EncryptedValue};
 
 use super::instantiate::EntryInput;
-use super::problems::{FileContext, Problems};
+use std::path::Path;
+
+use super::container::ContainerConfig;
+use super::container_check::parse_secret_file;
+use super::image::resolve_in_root;
+use super::problems::{FileContext, Problem, Problems, Scope};
+use super::process::ProcessEntry;
+use super::tree::read_or_report;
 
 /// Formats an error with its chain of causes, because the secrets errors put the reason
 /// (a missing file, a wrong owner) in the source.
@@ -114,4 +121,44 @@ pub(crate) fn check_entry_secrets(
             }
         }
     }
+}
+
+/// Returns the secrets of a container: inline, or read from secret-environ-file inside the
+/// image (absolute paths from the image root, relative ones from the config's directory).
+pub(crate) fn read_secrets(
+    container: &ContainerConfig,
+    image_root: &Path,
+    entry: &ProcessEntry,
+    scope: &Scope,
+) -> Result<BTreeMap<String, Vec<String>>, Problems> {
+    if let Some(secrets) = &container.secret_environ {
+        return Ok(secrets.clone());
+    }
+    let Some(file) = &container.secret_environ_file else {
+        return Ok(BTreeMap::new());
+    };
+    let inside = if file.is_absolute() {
+        file.clone()
+    } else {
+        entry.config.parent().unwrap_or(Path::new("/")).join(file)
+    };
+    let path = resolve_in_root(image_root, &inside).map_err(|message| {
+        Problems::from(Problem {
+            file: inside.clone(),
+            line: None,
+            column: None,
+            key: "secret-environ-file".into(),
+            message,
+            scope: scope.clone(),
+        })
+    })?;
+    let mut problems = Problems::default();
+    let Some(text) = read_or_report(&path, scope, &mut problems) else {
+        return Err(problems);
+    };
+    parse_secret_file(&FileContext {
+        path: &path,
+        text: &text,
+        scope: scope.clone(),
+    })
 }

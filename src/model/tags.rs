@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use serde::de::{self, Deserialize, Deserializer, EnumAccess, MapAccess, VariantAccess, Visitor};
 use serde::Serialize;
 
-use super::scalar::{next_key, List, Opt, SeenKeys, P};
+use super::collections::List;
+use super::scalar::{next_key, Opt, SeenKeys, P};
 use super::spec::Volume;
 
 /// Default size of a `!Tmpfs` volume: 100 MiB, as in the original.

@@ -5,17 +5,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::container::ContainerConfig;
-use super::container_check::{check_container, parse_secret_file};
-use super::entry_check::{check_entry, check_ports};
+use super::container_check::check_container;
+use super::entry_check::{check_entry, check_ports, duplicate_addresses};
 use super::files::check_entry_keys;
 use super::fingerprint::fingerprint;
 use super::image::{check_image_name, resolve_in_root};
 use super::instantiate::{instantiate, EntryInput};
 use super::master::{absolute, load_master, MasterConfig};
-use super::problems::{FileContext, Problem, Problems, Scope};
+use super::problems::{FileContext, Problems, Scope};
 use super::process::{parse_processes, ProcessEntry};
 use super::read::{parse_text, read_text};
 use super::sandbox::SandboxConfig;
+use super::secrets_check::read_secrets;
 use super::spec::{DesiredInstance, EntryKind, LaunchSpec};
 
 /// Options of [`load_tree`].
@@ -254,42 +255,11 @@ fn read_sandbox(name: &str, path: &Path, problems: &mut Problems) -> Option<(San
     Some((sandbox, valid))
 }
 
-/// Reports an ip address given to more than one instance of the sandbox; both entries that
-/// use it fail, since neither can be started safely.
-fn duplicate_addresses(
-    parsed: &BTreeMap<String, Result<ProcessEntry, Problem>>,
-    processes: &FileContext,
-) -> Vec<Problem> {
-    let mut owners: BTreeMap<std::net::IpAddr, Vec<&str>> = BTreeMap::new();
-    for (name, entry) in parsed {
-        if let Ok(entry) = entry {
-            for address in &entry.ip_addresses {
-                owners.entry(*address).or_default().push(name);
-            }
-        }
-    }
-    let Scope::Sandbox(sandbox) = &processes.scope else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for (address, names) in owners.iter().filter(|(_, names)| names.len() > 1) {
-        let mut unique = names.clone();
-        unique.dedup();
-        for name in unique {
-            let context = FileContext {
-                scope: Scope::Entry(sandbox.clone(), name.to_string()),
-                ..processes.clone()
-            };
-            found.push(context.problem(
-                &format!("{name}.ip-addresses"),
-                format!("{address} is given {} times in this sandbox: give each instance its own address", names.len()),
-            ));
-        }
-    }
-    found
-}
-
-fn read_or_report(path: &Path, scope: &Scope, problems: &mut Problems) -> Option<String> {
+pub(crate) fn read_or_report(
+    path: &Path,
+    scope: &Scope,
+    problems: &mut Problems,
+) -> Option<String> {
     match read_text(path) {
         Ok(text) => Some(text),
         Err(message) => {
@@ -457,44 +427,4 @@ fn build_entry(input: &EntryInput, problems: &mut Problems) -> EntryLoad {
         })
         .collect();
     EntryLoad::Daemon { instances }
-}
-
-/// Returns the secrets of a container: inline, or read from secret-environ-file inside the
-/// image (absolute paths from the image root, relative ones from the config's directory).
-fn read_secrets(
-    container: &super::container::ContainerConfig,
-    image_root: &Path,
-    entry: &ProcessEntry,
-    scope: &Scope,
-) -> Result<BTreeMap<String, Vec<String>>, Problems> {
-    if let Some(secrets) = &container.secret_environ {
-        return Ok(secrets.clone());
-    }
-    let Some(file) = &container.secret_environ_file else {
-        return Ok(BTreeMap::new());
-    };
-    let inside = if file.is_absolute() {
-        file.clone()
-    } else {
-        entry.config.parent().unwrap_or(Path::new("/")).join(file)
-    };
-    let path = resolve_in_root(image_root, &inside).map_err(|message| {
-        Problems::from(Problem {
-            file: inside.clone(),
-            line: None,
-            column: None,
-            key: "secret-environ-file".into(),
-            message,
-            scope: scope.clone(),
-        })
-    })?;
-    let mut problems = Problems::default();
-    let Some(text) = read_or_report(&path, scope, &mut problems) else {
-        return Err(problems);
-    };
-    parse_secret_file(&FileContext {
-        path: &path,
-        text: &text,
-        scope: scope.clone(),
-    })
 }

@@ -68,7 +68,9 @@ impl FromIterator<DesiredInstance> for Desired {
 ///   while it is younger than [`FORK_GRACE`].
 /// - Zombies count as not running.
 /// - `wake_at` is the earliest deadline in the plan (waits, the kill deadline of a process
-///   signalled now, a recheck after SIGKILL), always later than `now`.
+///   signalled now, a recheck after SIGKILL). It is later than `now`, except that a
+///   kill-timeout of zero makes it equal: SIGKILL is then due in the next pass. Every wait
+///   ends later than `now`.
 /// - The result depends on the inputs only; equal inputs give equal plans.
 ///
 /// # Assumptions

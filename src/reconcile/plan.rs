@@ -39,7 +39,8 @@ pub enum Action {
         /// Why.
         reason: Reason,
     },
-    /// Send SIGTERM; the supervisor records the time with `Persisted::record_signal`.
+    /// Send SIGTERM; the supervisor records the time with `Persisted::record_signal`, so
+    /// no second SIGTERM is planned for this stop.
     Signal {
         /// Process to signal.
         target: ProcId,
@@ -48,7 +49,7 @@ pub enum Action {
         /// Why.
         reason: Reason,
     },
-    /// Send SIGKILL.
+    /// Send SIGKILL; nothing is recorded, the process just has to disappear.
     Kill {
         /// Process to kill.
         target: ProcId,

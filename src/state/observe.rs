@@ -147,7 +147,9 @@ fn read_process(
         start_time: stat.start_time,
     };
     let cmdline = if wants_cmdline(&stat) {
-        read_cmdline(&dir).unwrap_or_default()
+        // A failed read means the process went away; an empty command line would make a
+        // knot look like an unknown child.
+        read_cmdline(&dir).ok()?
     } else {
         Vec::new()
     };

@@ -193,3 +193,42 @@ proptest! {
         let _ = load_bytes(&bytes);
     }
 }
+
+#[test]
+fn exit_of_unrecorded_process_keeps_record() {
+    let mut state = full_state();
+    let name = InstanceName::new("s", "web", 0);
+    let exit = ExitRecord {
+        time: 7 * SEC,
+        failure: false,
+        code: Some(0),
+        signal: None,
+    };
+    state.record_process_exit(
+        &name,
+        ProcId {
+            pid: 99,
+            start_time: 1,
+        },
+        exit,
+    );
+    assert_eq!(
+        state.instances[&name].process,
+        Some(ProcId {
+            pid: 10,
+            start_time: 20
+        })
+    );
+    assert!(state.stray_signals.is_empty());
+    assert_eq!(state.metrics.total.deaths, 2);
+    state.record_process_exit(
+        &name,
+        ProcId {
+            pid: 10,
+            start_time: 20,
+        },
+        exit,
+    );
+    assert_eq!(state.instances[&name].process, None);
+    assert_eq!(state.instances[&name].last_exit, Some(exit));
+}

@@ -177,7 +177,8 @@ impl Persisted {
         }
     }
 
-    /// Records that the process of `name` ended; `failure` says whether it counts as one.
+    /// Records that the recorded process of `name` ended; `failure` tells whether the exit
+    /// counts as one. See [`Persisted::record_process_exit`] for other processes.
     pub fn record_exit(&mut self, name: &InstanceName, failure: bool, now: Duration) {
         let exit = ExitRecord {
             time: now,
@@ -197,6 +198,22 @@ impl Persisted {
             record.term_sent = None;
             record.last_exit = Some(exit);
         }
+        self.metrics.count(name, |c| {
+            c.deaths += 1;
+            c.failures += u64::from(exit.failure);
+        });
+    }
+
+    /// Records that `process` of instance `name` ended. Unlike [`Persisted::record_exit`]
+    /// this leaves the record alone when `process` is not the recorded one (a duplicate or
+    /// an outdated knot adopted after a crash); the death is counted either way.
+    pub fn record_process_exit(&mut self, name: &InstanceName, process: ProcId, exit: ExitRecord) {
+        let recorded = self.instances.get(name).and_then(|record| record.process);
+        if recorded == Some(process) {
+            self.record_exit_status(name, exit);
+            return;
+        }
+        self.stray_signals.remove(&process);
         self.metrics.count(name, |c| {
             c.deaths += 1;
             c.failures += u64::from(exit.failure);

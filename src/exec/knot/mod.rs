@@ -74,6 +74,9 @@ pub enum KnotError {
     /// `secret-environ` could not be decrypted.
     #[error("failed to decrypt secret-environ")]
     Secrets(#[source] SecretsError),
+    /// The bridged network failed.
+    #[error("failed to set up the bridged network")]
+    Network(#[source] crate::exec::network::NetworkError),
 }
 
 /// Command line of the knot: `--name NAME --master PATH --fingerprint HEX --config-fd N`.
@@ -150,6 +153,16 @@ pub fn main() -> i32 {
             return exit_codes::USAGE;
         }
     };
+    // Before the knot opens any file, which could land on a number of an internal port.
+    if let Err(e) = crate::exec::network::reserve_port_fds(&spec) {
+        let cause = std::error::Error::source(&e).map(|c| format!(": {c}"));
+        eprintln!(
+            "lithos_knot {}: {e}{}",
+            spec.name,
+            cause.unwrap_or_default()
+        );
+        return exit_codes::SETUP_FAILED;
+    }
     // Block the signals the knot handles before anything else, so a SIGTERM during the
     // set-up waits for the program instead of being dropped (pid 1 has no default action).
     let signals = match block_signals() {
@@ -202,12 +215,14 @@ pub fn main() -> i32 {
 /// Builds the container, in the order the kernel and the reference require, and returns
 /// the decrypted `secret-environ`.
 fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<DecryptedEnviron, KnotError> {
-    check_supported(spec)?;
     // The key file is on the host, so this comes before pivot_root. It comes first so a
     // secret that does not decrypt fails the start before anything is mounted.
     let secrets = crate::secrets::decrypt_launch_spec(spec).map_err(KnotError::Secrets)?;
     // The state dir is per start: stale files of an earlier run must not reach the new one.
     recreate_state_dir(spec)?;
+    // From the host's network namespace and file system, so the bridge and
+    // after-setup-command are reachable; the program enters the namespace at its start.
+    crate::exec::network::set_up(spec, log).map_err(KnotError::Network)?;
     // Propagation private, then the image read-only at the mount dir.
     let root = mounts::mount_image(spec).map_err(KnotError::Mount)?;
     // Volumes in path order, each on a mount point of the image or an earlier volume.
@@ -220,16 +235,6 @@ fn set_up(spec: &LaunchSpec, log: &slog::Logger) -> Result<DecryptedEnviron, Kno
     mounts::pivot(spec).map_err(KnotError::Mount)?;
     slog::debug!(log, "container file system ready");
     Ok(secrets)
-}
-
-fn check_supported(spec: &LaunchSpec) -> Result<(), KnotError> {
-    if spec.network.is_some() {
-        return Err(KnotError::Unsupported {
-            setting: "bridged-network",
-            reason: "bridged networking is not implemented yet",
-        });
-    }
-    Ok(())
 }
 
 fn recreate_state_dir(spec: &LaunchSpec) -> Result<(), KnotError> {

@@ -135,6 +135,8 @@ fn run_child(
     let limit = container.fileno_limit;
     setrlimit(Resource::RLIMIT_NOFILE, limit, limit)
         .map_err(|e| format!("failed to set RLIMIT_NOFILE to {limit}: {e}"))?;
+    // Before the user namespace, which would lose the right to join a host-owned one.
+    crate::exec::network::enter_program_namespace(spec)?;
     if user_namespace {
         unshare(CloneFlags::CLONE_NEWUSER)
             .map_err(|e| format!("failed to create a user namespace: {e}"))?;

@@ -1,0 +1,234 @@
+//! Carrying out a plan: spawn knots, send signals, retire instances.
+//!
+//! Each action either succeeds or is logged once and left to the next pass: a failed spawn
+//! becomes restart backoff, a failed signal is retried when the reconciler plans it again.
+
+use std::fs;
+use std::io;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use slog::{error, info, warn};
+
+use super::supervisor::{error_chain, Mode, Supervisor};
+use crate::exec::spawn::{spawn_knot, SpawnRequest};
+use crate::model::spec::InstanceName;
+use crate::reconcile::{Action, Plan, Reason};
+use crate::state::{ExitRecord, Observed, ProcId};
+
+impl Supervisor {
+    /// Executes every action of `plan` in order.
+    pub(super) fn execute(&mut self, plan: &Plan, observed: &Observed, now: Duration) {
+        // Before any bind: a socket that a surviving container still listens on is copied
+        // from it, because binding its address again fails while it listens.
+        self.take_sockets_from_survivors(observed);
+        let zombies: std::collections::BTreeSet<ProcId> = observed
+            .processes
+            .iter()
+            .filter(|process| process.zombie)
+            .map(|process| process.id)
+            .collect();
+        for action in &plan.actions {
+            if let Action::Signal { target, .. } | Action::Kill { target, .. } = action {
+                // A zombie has exited already; its exit is accounted in the next pass.
+                if zombies.contains(target) {
+                    continue;
+                }
+            }
+            match action {
+                Action::Spawn { name, reason } => self.spawn(name, *reason, now),
+                Action::Signal {
+                    target,
+                    name,
+                    reason,
+                } => self.terminate(*target, name.as_ref(), *reason, now),
+                Action::Kill {
+                    target,
+                    name,
+                    reason,
+                } => self.kill(*target, name.as_ref(), *reason),
+                Action::Retire { name, reason } => self.retire(name, *reason),
+                Action::Wait { .. } => {}
+            }
+        }
+    }
+
+    fn spawn(&mut self, name: &InstanceName, reason: Reason, now: Duration) {
+        let Some(instance) = self.desired.instances.get(name).cloned() else {
+            return;
+        };
+        // The knot writes its exit record next to its state dir, so the sandbox dir must
+        // exist before it starts.
+        let sandbox_dir = self.tree.master.state_dir.join(&name.sandbox);
+        if let Err(error) = fs::create_dir_all(&sandbox_dir) {
+            let message = format!("failed to create {}: {error}", sandbox_dir.display());
+            self.start_failed(name, now, &message);
+            return;
+        }
+        let sockets = match self.sockets.prepare(&instance.spec.container.tcp_ports) {
+            Ok(sockets) => sockets,
+            Err(error) => {
+                self.start_failed(name, now, &error_chain(&error));
+                return;
+            }
+        };
+        let request = SpawnRequest {
+            spec: &instance.spec,
+            fingerprint: &instance.fingerprint,
+            master: &self.tree.master_path,
+            knot_binary: &self.knot_binary,
+            cgroups: self.cgroups.as_ref(),
+            sockets: sockets.pairs(),
+            extra_env: &[],
+        };
+        let knot = match spawn_knot(&request) {
+            Ok(knot) => knot,
+            Err(error) => {
+                self.start_failed(name, now, &error_chain(&error));
+                return;
+            }
+        };
+        drop(sockets);
+        // The knot is our unreaped child, so its /proc entry stays until we wait for it.
+        let start_time = super::pidfd::start_time(&self.roots.proc_root, knot.pid).unwrap_or(0);
+        let process = ProcId {
+            pid: knot.pid,
+            start_time,
+        };
+        self.persisted.record_spawn(&instance, process, now);
+        self.reported.remove(name);
+        info!(self.log, "container started";
+            "instance" => %name, "pid" => knot.pid, "reason" => %reason,
+            "fingerprint" => &instance.fingerprint);
+    }
+
+    /// Logs a failed start once per distinct error and records it as a start that failed at
+    /// once, so restart-timeout spaces the retries.
+    fn start_failed(&mut self, name: &InstanceName, now: Duration, message: &str) {
+        if self.reported.get(name).map(String::as_str) != Some(message) {
+            error!(self.log, "failed to start container, retrying after restart-timeout";
+                "instance" => %name, "error" => message);
+            self.reported.insert(name.clone(), message.to_string());
+        }
+        let Some(instance) = self.desired.instances.get(name).cloned() else {
+            return;
+        };
+        let placeholder = ProcId {
+            pid: 0,
+            start_time: 0,
+        };
+        self.persisted.record_spawn(&instance, placeholder, now);
+        let exit = ExitRecord {
+            time: now,
+            failure: true,
+            code: None,
+            signal: None,
+        };
+        self.persisted.record_exit_status(name, exit);
+    }
+
+    fn terminate(
+        &mut self,
+        target: ProcId,
+        name: Option<&InstanceName>,
+        reason: Reason,
+        now: Duration,
+    ) {
+        let label = instance_label(name);
+        match self.mode {
+            Mode::Stopping { send_term: false } => {
+                // After SIGINT the containers got the signal from the terminal; the deadline
+                // still counts from now so kill-timeout applies.
+                info!(self.log, "waiting for container to stop";
+                    "instance" => label, "pid" => target.pid);
+            }
+            _ => {
+                match self.send(target, Signal::SIGTERM, &label) {
+                    // Gone already: the next pass accounts its exit.
+                    Some(false) => return,
+                    Some(true) => info!(self.log, "stopping container";
+                        "instance" => label, "pid" => target.pid, "reason" => %reason),
+                    // Recorded all the same, so the failure is not retried in a tight loop
+                    // and kill-timeout still escalates to SIGKILL.
+                    None => {}
+                }
+            }
+        }
+        self.persisted.record_signal(target, now);
+    }
+
+    fn kill(&mut self, target: ProcId, name: Option<&InstanceName>, reason: Reason) {
+        let label = instance_label(name);
+        if self.send(target, Signal::SIGKILL, &label) == Some(true) {
+            warn!(self.log, "killed container";
+                "instance" => label, "pid" => target.pid, "reason" => %reason);
+        }
+    }
+
+    /// Sends `signal` through a pidfd: `Some(false)` when the process is gone, `None` when
+    /// sending failed (logged here).
+    fn send(&mut self, target: ProcId, signal: Signal, label: &str) -> Option<bool> {
+        match super::pidfd::send_signal(&self.roots.proc_root, target, signal) {
+            Ok(delivered) => Some(delivered),
+            Err(error) => {
+                error!(self.log, "failed to send signal";
+                    "instance" => label, "pid" => target.pid, "signal" => %signal,
+                    "error" => %error);
+                None
+            }
+        }
+    }
+
+    fn retire(&mut self, name: &InstanceName, reason: Reason) {
+        let state_dir = &self.tree.master.state_dir;
+        let instance_dir = state_dir.join(name.state_subdir());
+        let removed = remove_dir_all(&instance_dir)
+            .and_then(|()| remove_file(&super::exits::exit_file_path(state_dir, name)));
+        if let Err(error) = removed {
+            warn!(self.log, "failed to remove the state dir of a retired container";
+                "instance" => %name, "path" => %instance_dir.display(), "error" => %error);
+        }
+        // The sandbox dir goes once its last instance did; a non-empty one stays.
+        let _ = fs::remove_dir(state_dir.join(&name.sandbox));
+        if let Some(cgroups) = &self.cgroups {
+            if let Err(error) = cgroups.remove_instance(&name.cgroup_leaf()) {
+                warn!(self.log, "failed to remove the cgroup of a retired container";
+                    "instance" => %name, "error" => %error_chain(&error));
+            }
+        }
+        self.persisted.forget(name);
+        self.reported.remove(name);
+        info!(self.log, "container retired"; "instance" => %name, "reason" => %reason);
+    }
+
+    /// Closes listening sockets that no desired instance names any more.
+    pub(super) fn release_unused_sockets(&mut self) {
+        let used = match self.mode {
+            Mode::Running => super::desired::used_addresses(&self.desired),
+            // While stopping, sockets stay until the containers are gone.
+            Mode::Stopping { .. } => return,
+        };
+        for address in self.sockets.retain_used(&used) {
+            info!(self.log, "closed listening socket"; "address" => %address);
+        }
+    }
+}
+
+fn instance_label(name: Option<&InstanceName>) -> String {
+    name.map(ToString::to_string)
+        .unwrap_or_else(|| "unknown child".into())
+}
+
+fn remove_dir_all(path: &std::path::Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+fn remove_file(path: &std::path::Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,199 @@
+//! Start-up of one image of the tree, fresh or after its own re-exec.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use slog::{error, info, warn};
+
+use super::logging::{self, LogTarget};
+use super::reexec::{self, Inherited};
+use super::signals::SignalWaiter;
+use super::supervisor::{error_chain, Mode, Supervisor};
+use super::{setup, TreeError, TreeOptions};
+use crate::exec::cgroup::Cgroups;
+use crate::exec::sockets::SocketTable;
+use crate::model::{self, ConfigTree, LoadOptions};
+use crate::state::{clock, ObserveRoots, Persisted};
+
+/// Name of the persisted state file in runtime-dir.
+pub const STATE_FILE: &str = "state.bin";
+
+/// Sets the tree up and runs its loop until a graceful stop finished.
+pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
+    // Handlers first: a reload burst that arrives while this image loads its config must
+    // find handlers, not the default action of SIGQUIT (a core dump).
+    let signals = SignalWaiter::install().map_err(TreeError::Signals)?;
+    let inherited = reexec::take_inherited();
+    let program = setup::resolve_program(&options.argv0).map_err(TreeError::Setup)?;
+
+    let master_path = std::path::absolute(&options.config).unwrap_or(options.config.clone());
+    let tree = model::load_tree(&master_path, &LoadOptions::default()).map_err(|problems| {
+        TreeError::LoadMaster {
+            path: master_path.clone(),
+            problems: problems.to_string(),
+        }
+    })?;
+    let log = build_logger(options, &tree)?;
+    let master = &tree.master;
+    let dirs = [
+        master.runtime_dir.as_path(),
+        master.state_dir.as_path(),
+        master.mount_dir.as_path(),
+        master.default_log_dir.as_path(),
+        master.stdio_log_dir.as_path(),
+    ];
+    setup::create_dirs(&dirs).map_err(TreeError::Setup)?;
+    let lock = take_lock(&inherited, &master.runtime_dir)?;
+    setup::write_pid_file(&master.runtime_dir).map_err(TreeError::Setup)?;
+
+    let sockets = recover_sockets(&log, &inherited);
+    let cgroups = discover_cgroups(&tree)?;
+    let state_file = master.runtime_dir.join(STATE_FILE);
+    let mut persisted = load_persisted(&log, &state_file);
+    persisted.generation += 1;
+    if inherited.is_none() {
+        persisted.tree_restarts += 1;
+    }
+    let desired = super::desired::build_desired(&tree, &mut persisted);
+
+    let event = if inherited.is_some() {
+        "reloaded"
+    } else {
+        "started"
+    };
+    info!(log, "lithos_tree {event}"; "version" => env!("CARGO_PKG_VERSION"),
+        "pid" => std::process::id(), "master" => %tree.master_path.display(),
+        "generation" => persisted.generation, "instances" => desired.instances.len());
+    log_problems(&log, &tree);
+    write_config_log(&log, &tree);
+
+    let knot_binary = program
+        .parent()
+        .map(|dir| dir.join("lithos_knot"))
+        .unwrap_or_else(|| PathBuf::from("lithos_knot"));
+    let mut supervisor = Supervisor {
+        log,
+        tree,
+        desired,
+        persisted,
+        state_file,
+        sockets,
+        cgroups,
+        roots: ObserveRoots::default(),
+        knot_binary,
+        program,
+        args: options.args.clone(),
+        lock,
+        signals,
+        notifier: super::notify::Notifier::from_env(),
+        mode: Mode::Running,
+        watchers: BTreeMap::new(),
+        reaped: BTreeMap::new(),
+        reported: BTreeMap::new(),
+        passes: 0,
+        last_notified_status: None,
+    };
+    supervisor.run()
+}
+
+fn build_logger(options: &TreeOptions, tree: &ConfigTree) -> Result<slog::Logger, TreeError> {
+    let master = &tree.master;
+    let level_name = options.log_level.as_deref().unwrap_or(&master.log_level);
+    let level = logging::parse_level(level_name).map_err(TreeError::Logging)?;
+    let target = if options.log_stderr {
+        LogTarget::Stderr
+    } else if let Some(facility) = &master.syslog_facility {
+        LogTarget::Syslog {
+            facility: facility.clone(),
+            name: master.syslog_name.clone(),
+        }
+    } else {
+        LogTarget::File(master.log_file.clone())
+    };
+    logging::build_logger(&target, level).map_err(TreeError::Logging)
+}
+
+fn take_lock(
+    inherited: &Option<Inherited>,
+    runtime_dir: &Path,
+) -> Result<std::fs::File, TreeError> {
+    match inherited.as_ref().and_then(|inherited| inherited.lock) {
+        // SAFETY: the previous image passed this descriptor for the lock and nothing in
+        // this image has taken it yet.
+        Some(fd) => Ok(unsafe { setup::adopt_lock(fd) }),
+        None => setup::acquire_lock(runtime_dir).map_err(TreeError::Setup),
+    }
+}
+
+fn recover_sockets(log: &slog::Logger, inherited: &Option<Inherited>) -> SocketTable {
+    let Some(inherited) = inherited else {
+        return SocketTable::new();
+    };
+    // SAFETY: the previous image passed these descriptors for its sockets and nothing in
+    // this image has taken them yet.
+    let (table, errors) = unsafe { SocketTable::recover(&inherited.sockets) };
+    for error in errors {
+        warn!(log, "dropped an inherited descriptor"; "error" => %error);
+    }
+    for address in table.addresses() {
+        info!(log, "kept listening socket across reload"; "address" => %address);
+    }
+    table
+}
+
+fn discover_cgroups(tree: &ConfigTree) -> Result<Option<Cgroups>, TreeError> {
+    let Some(name) = &tree.master.cgroup_name else {
+        return Ok(None);
+    };
+    let controllers = &tree.master.cgroup_controllers;
+    let cgroups = Cgroups::discover(Path::new("/proc"), name, controllers)
+        .map_err(|source| TreeError::Cgroups { source })?;
+    cgroups
+        .enter_supervisor_leaf()
+        .map_err(|source| TreeError::Cgroups { source })?;
+    Ok(Some(cgroups))
+}
+
+fn load_persisted(log: &slog::Logger, path: &Path) -> Persisted {
+    let (mut persisted, error) = Persisted::load(path);
+    if let Some(error) = error {
+        warn!(log, "starting without the persisted state: restart backoff and last good config are lost";
+            "error" => %error_chain(&error));
+    }
+    if let Ok(boot_id) = clock::boot_id(Path::new("/proc")) {
+        if persisted.set_boot_id(&boot_id) {
+            info!(
+                log,
+                "persisted state is from an earlier boot, its processes are dropped"
+            );
+        }
+    }
+    persisted
+}
+
+fn log_problems(log: &slog::Logger, tree: &ConfigTree) {
+    for problem in &tree.problems.0 {
+        error!(log, "config problem, the last good config stays in effect"; "problem" => %problem);
+    }
+}
+
+/// Appends each loaded sandbox's processes config to config-log-dir.
+fn write_config_log(log: &slog::Logger, tree: &ConfigTree) {
+    let Some(dir) = &tree.master.config_log_dir else {
+        return;
+    };
+    let now = SystemTime::now();
+    for (sandbox, load) in &tree.sandboxes {
+        if !matches!(load, model::SandboxLoad::Loaded { .. }) {
+            continue;
+        }
+        let path = super::paths::processes_file(&tree.master, sandbox);
+        let written = super::config_log::processes_json(&path)
+            .and_then(|json| super::config_log::append(dir, sandbox, &json, now));
+        if let Err(error) = written {
+            warn!(log, "failed to write the config log";
+                "sandbox" => sandbox.as_str(), "error" => %error_chain(&error));
+        }
+    }
+}

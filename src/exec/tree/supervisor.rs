@@ -1,0 +1,330 @@
+//! The supervisor's state and its loop: observe, reconcile, execute, persist, sleep.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::wait::WaitStatus;
+use slog::{debug, error, info, warn};
+
+use super::notify::Notifier;
+use super::signals::SignalWaiter;
+use super::TreeError;
+use crate::exec::cgroup::Cgroups;
+use crate::exec::sockets::SocketTable;
+use crate::model::spec::InstanceName;
+use crate::model::ConfigTree;
+use crate::reconcile::{self, Action, Desired, InstanceStates, Plan};
+use crate::state::{self, clock, ObserveRoots, Observed, Persisted, ProcId, ProcessKind};
+
+/// How long the loop waits before it retries a pass whose observation failed.
+const OBSERVE_RETRY: Duration = Duration::from_secs(1);
+
+/// Whether the tree runs its config or stops every container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Keeps the desired instances running.
+    Running,
+    /// Stops everything and exits; `send_term` is false after SIGINT, whose process-group
+    /// delivery already reached the containers.
+    Stopping {
+        /// Send SIGTERM to each container.
+        send_term: bool,
+    },
+}
+
+/// Everything the loop works with; built once per image of the tree.
+pub struct Supervisor {
+    pub(super) log: slog::Logger,
+    pub(super) tree: ConfigTree,
+    pub(super) desired: Desired,
+    pub(super) persisted: Persisted,
+    pub(super) state_file: PathBuf,
+    pub(super) sockets: SocketTable,
+    pub(super) cgroups: Option<Cgroups>,
+    pub(super) roots: ObserveRoots,
+    pub(super) knot_binary: PathBuf,
+    pub(super) program: PathBuf,
+    pub(super) args: Vec<OsString>,
+    pub(super) lock: File,
+    pub(super) signals: SignalWaiter,
+    pub(super) notifier: Option<Notifier>,
+    pub(super) mode: Mode,
+    /// Pidfds of knots that are not the tree's children, so their exit wakes the loop.
+    pub(super) watchers: BTreeMap<ProcId, OwnedFd>,
+    /// Wait statuses of reaped children not yet matched to an instance.
+    pub(super) reaped: BTreeMap<i32, WaitStatus>,
+    /// Last error logged per instance, so a failure repeated each restart logs once.
+    pub(super) reported: BTreeMap<InstanceName, String>,
+    pub(super) passes: u64,
+    pub(super) last_notified_status: Option<String>,
+}
+
+impl Supervisor {
+    /// Runs the loop until a graceful stop has finished.
+    pub fn run(&mut self) -> Result<(), TreeError> {
+        loop {
+            let received = self.signals.take();
+            if received.terminate {
+                self.begin_stop(true);
+            }
+            if received.interrupt {
+                self.begin_stop(false);
+            }
+            if received.reload {
+                self.reload();
+            }
+            let wake_at = self.pass();
+            if matches!(self.mode, Mode::Stopping { .. }) && self.nothing_left() {
+                self.finish_stop();
+                return Ok(());
+            }
+            self.sleep(wake_at)?;
+        }
+    }
+
+    fn begin_stop(&mut self, send_term: bool) {
+        if let Mode::Stopping { send_term: sending } = self.mode {
+            // A SIGTERM after a SIGINT requests the signals that the SIGINT did not send.
+            self.mode = Mode::Stopping {
+                send_term: sending || send_term,
+            };
+            return;
+        }
+        let signal = if send_term { "SIGTERM" } else { "SIGINT" };
+        info!(self.log, "stopping every container"; "signal" => signal);
+        self.notify("STOPPING=1");
+        self.mode = Mode::Stopping { send_term };
+    }
+
+    fn sleep(&mut self, wake_at: Option<Duration>) -> Result<(), TreeError> {
+        let timeout = wake_at.map(|at| at.saturating_sub(clock::now()));
+        let fds: Vec<_> = self.watchers.values().map(|fd| fd.as_fd()).collect();
+        self.signals
+            .wait(timeout, &fds)
+            .map_err(TreeError::Signals)?;
+        Ok(())
+    }
+
+    /// Runs one pass; returns when the loop must look again without an event.
+    fn pass(&mut self) -> Option<Duration> {
+        self.passes += 1;
+        self.reaped.extend(super::exits::reap_children());
+        let now = clock::now();
+        let observed = match self.observe() {
+            Ok(observed) => observed,
+            Err(error) => {
+                warn!(self.log, "failed to observe processes, retrying";
+                    "error" => %error_chain(&error));
+                return Some(now + OBSERVE_RETRY);
+            }
+        };
+        // Children that exited after the reap above show up as zombies; reaping them now
+        // gives their exits a wait status.
+        self.reaped.extend(super::exits::reap_children());
+        self.account_exits(&observed, now);
+        self.track_adopted(&observed);
+        self.persisted.prune_signals(&observed);
+        let (plan, states) = self.plan(&observed, now);
+        self.execute(&plan, &observed, now);
+        self.release_unused_sockets();
+        self.save_state();
+        self.write_status(&states);
+        if self.passes == 1 {
+            self.notify("READY=1");
+        }
+        let changed = plan.actions.iter().any(|action| {
+            matches!(
+                action,
+                Action::Spawn { .. } | Action::Signal { .. } | Action::Retire { .. }
+            )
+        });
+        if changed {
+            // The status above shows the state before the actions ran, so the next pass
+            // comes at once to observe their effect. A SIGKILL is left out: the reconciler
+            // repeats it until the process is gone, and that must not spin.
+            return Some(now);
+        }
+        plan.wake_at
+    }
+
+    fn observe(&self) -> Result<Observed, state::ObserveError> {
+        let cgroup_dirs = self
+            .cgroups
+            .as_ref()
+            .map(|cgroups| cgroups.base_dirs())
+            .unwrap_or_default();
+        let mut observed = state::observe(
+            &self.roots,
+            std::process::id() as i32,
+            &self.tree.master_path,
+            &cgroup_dirs,
+        )?;
+        drop_forking_knot_children(&self.roots.proc_root, &mut observed);
+        Ok(observed)
+    }
+
+    fn plan(&self, observed: &Observed, now: Duration) -> (Plan, InstanceStates) {
+        let stopping = Desired {
+            instances: BTreeMap::new(),
+        };
+        let desired = match self.mode {
+            Mode::Running => &self.desired,
+            Mode::Stopping { .. } => &stopping,
+        };
+        let (plan, states) =
+            reconcile::reconcile_with_states(desired, observed, &self.persisted, now);
+        for action in &plan.actions {
+            debug!(self.log, "planned"; "action" => %action);
+        }
+        (plan, states)
+    }
+
+    /// Records the exit of every recorded knot that no longer runs.
+    fn account_exits(&mut self, observed: &Observed, now: Duration) {
+        let live: std::collections::BTreeSet<ProcId> = observed
+            .processes
+            .iter()
+            .filter(|process| !process.zombie)
+            .map(|process| process.id)
+            .collect();
+        let ended: Vec<(InstanceName, ProcId)> = self
+            .persisted
+            .instances
+            .iter()
+            .filter_map(|(name, record)| Some((name.clone(), record.process?)))
+            .filter(|(_, process)| !live.contains(process))
+            .collect();
+        for (name, process) in ended {
+            let status = self.reaped.remove(&process.pid);
+            let state_dir = &self.tree.master.state_dir;
+            let exit = super::exits::knot_exit(state_dir, &name, process, status.as_ref(), now);
+            let uptime = self
+                .persisted
+                .instances
+                .get(&name)
+                .and_then(|record| record.last_start)
+                .map(|start| format!("{:.1}s", now.saturating_sub(start).as_secs_f64()))
+                .unwrap_or_else(|| "unknown".into());
+            info!(self.log, "container exited";
+                "instance" => %name, "pid" => process.pid, "status" => %exit,
+                "failure" => exit.record.failure, "uptime" => uptime);
+            self.watchers.remove(&process);
+            self.persisted.record_exit_status(&name, exit.record);
+        }
+        // Statuses of children that were never recorded (a spawn that failed after the
+        // fork) match no instance.
+        self.reaped.clear();
+    }
+
+    /// Records knots found running without a matching record, and watches every knot that
+    /// is not the tree's child through a pidfd.
+    fn track_adopted(&mut self, observed: &Observed) {
+        // A pidfd stays readable once its process exited, so a watcher whose process is no
+        // longer observed would wake the loop forever.
+        let live: std::collections::BTreeSet<ProcId> = observed
+            .processes
+            .iter()
+            .filter(|process| !process.zombie)
+            .map(|process| process.id)
+            .collect();
+        self.watchers.retain(|process, _| live.contains(process));
+        for process in observed.processes.iter().filter(|process| !process.zombie) {
+            let ProcessKind::Knot { name, fingerprint } = &process.kind else {
+                continue;
+            };
+            let recorded = self
+                .persisted
+                .instances
+                .get(name)
+                .and_then(|record| record.process);
+            if recorded.is_none() {
+                info!(self.log, "adopting running container";
+                    "instance" => %name, "pid" => process.id.pid);
+                self.persisted.record_adopted(name, fingerprint, process.id);
+            }
+            if !process.is_child && !self.watchers.contains_key(&process.id) {
+                self.watch(name, process.id);
+            }
+        }
+    }
+
+    fn watch(&mut self, name: &InstanceName, process: ProcId) {
+        match super::pidfd::open(&self.roots.proc_root, process) {
+            Ok(Some(pidfd)) => {
+                self.watchers.insert(process, pidfd);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                warn!(self.log, "failed to open a pidfd, exits are noticed late";
+                    "instance" => %name, "pid" => process.pid, "error" => %error);
+            }
+        }
+    }
+
+    fn nothing_left(&self) -> bool {
+        self.persisted.instances.is_empty()
+    }
+
+    fn finish_stop(&mut self) {
+        self.sockets.close_all();
+        self.save_state();
+        info!(self.log, "every container stopped, exiting");
+    }
+
+    pub(super) fn notify(&self, message: &str) {
+        if let Some(notifier) = &self.notifier {
+            if let Err(error) = notifier.send(message) {
+                debug!(self.log, "failed to notify the service manager"; "error" => %error);
+            }
+        }
+    }
+
+    pub(super) fn save_state(&self) {
+        if let Err(error) = self.persisted.save(&self.state_file) {
+            error!(self.log, "failed to save the state, a restart loses restart backoff";
+                "error" => %error_chain(&error));
+        }
+    }
+}
+
+/// Drops knots whose parent is a knot of the same instance.
+///
+/// Between its fork and exec, the program's process still carries the knot's command line,
+/// so it looks like a second knot of the instance. The observer filters these only when the
+/// parent knot is not the tree's child, so the tree filters the rest here.
+fn drop_forking_knot_children(proc_root: &std::path::Path, observed: &mut Observed) {
+    let knots: BTreeMap<i32, InstanceName> = observed
+        .processes
+        .iter()
+        .filter_map(|process| match &process.kind {
+            ProcessKind::Knot { name, .. } => Some((process.id.pid, name.clone())),
+            _ => None,
+        })
+        .collect();
+    observed.processes.retain(|process| {
+        let ProcessKind::Knot { name, .. } = &process.kind else {
+            return true;
+        };
+        if process.is_child {
+            return true;
+        }
+        let parent = super::pidfd::parent_pid(proc_root, process.id.pid);
+        parent.and_then(|ppid| knots.get(&ppid)) != Some(name)
+    });
+}
+
+/// Formats an error with its sources, `outer: inner: innermost`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
