@@ -1,13 +1,18 @@
-//! The operator tools: `lithos_cmd`, `lithos_ps`, `lithos_clean` and `lithos plan`.
+//! The operator tools: `lithos_check`, `lithos_switch`, `lithos_cmd`, `lithos_ps`,
+//! `lithos_clean`, `lithos_crypt`, `lithos_mkdev` and `lithos plan`.
 //!
 //! Each tool is a module with a clap `Args` struct and a `run(args) -> ExitCode`
 //! function, shared by its own `lithos_NAME` binary and by the `lithos` front door.
 
+pub mod check;
 pub mod clean;
 pub mod cmd;
+pub mod crypt;
 mod log;
+pub mod mkdev;
 pub mod plan;
 pub mod ps;
+pub mod switch;
 
 use std::path::{Path, PathBuf};
 
