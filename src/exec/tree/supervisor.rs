@@ -195,6 +195,7 @@ impl Supervisor {
             &cgroup_dirs,
         )?;
         drop_forking_knot_children(&self.roots.proc_root, &mut observed);
+        claim_exiting_knots(&self.persisted, &mut observed);
         Ok(observed)
     }
 
@@ -353,6 +354,34 @@ fn drop_forking_knot_children(proc_root: &std::path::Path, observed: &mut Observ
         let parent = super::pidfd::parent_pid(proc_root, process.id.pid);
         parent.and_then(|ppid| knots.get(&ppid)) != Some(name)
     });
+}
+
+/// Attributes unknown processes that are knots the tree started to their instance.
+///
+/// A knot that is exiting has released its memory, so its `cmdline` reads empty and the
+/// observer cannot name it. Its pid and start time still match the persisted record, so it
+/// stays the instance's process until it is reaped; otherwise the instance would be
+/// retired (or restarted) while its knot is still alive.
+fn claim_exiting_knots(persisted: &Persisted, observed: &mut Observed) {
+    let started: BTreeMap<ProcId, (&InstanceName, &str)> = persisted
+        .instances
+        .iter()
+        .filter_map(|(name, record)| {
+            let process = record.process?;
+            Some((process, (name, record.fingerprint.as_str())))
+        })
+        .collect();
+    for process in &mut observed.processes {
+        if !matches!(process.kind, ProcessKind::Unknown) {
+            continue;
+        }
+        if let Some((name, fingerprint)) = started.get(&process.id) {
+            process.kind = ProcessKind::Knot {
+                name: (*name).clone(),
+                fingerprint: (*fingerprint).to_string(),
+            };
+        }
+    }
 }
 
 /// Formats an error with its sources, `outer: inner: innermost`.
