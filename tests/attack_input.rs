@@ -1,5 +1,5 @@
-//! Hostile input to every config parser and to the v2 secret parser: arbitrary bytes and
-//! mutated real config files must give problems, never a panic or a hang.
+//! Hostile input to every config parser, the v2 secret parser and the tree's own state
+//! files: arbitrary bytes and mutated real files must give errors, never a panic or a hang.
 //!
 //! cargo-fuzz needs a nightly toolchain, which this project's build machines lack, so the
 //! fuzzing runs here as property tests over arbitrary bytes. `PROPTEST_CASES` raises the
@@ -259,4 +259,84 @@ proptest! {
             let _ = lithos::secrets::parse_private_keys(&text, Path::new("/fuzz/key"));
         });
     }
+
+    #[test]
+    fn state_file_survives_arbitrary_payloads(
+        payload in proptest::collection::vec(any::<u8>(), 0..4096),
+        mutations in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+        from_real in any::<bool>(),
+    ) {
+        let mut payload = if from_real { real_state_payload() } else { payload };
+        for (at, byte) in mutations {
+            if !payload.is_empty() {
+                let len = payload.len();
+                payload[at % len] = byte;
+            }
+        }
+        // A correct header and checksum, so the decoder itself sees the hostile bytes.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.bin");
+        std::fs::write(&path, state_file(&payload)).unwrap();
+        let bytes = payload.clone();
+        bounded("Persisted::load", &bytes, move || {
+            let _ = lithos::state::Persisted::load(&path);
+        });
+    }
+
+    #[test]
+    fn exit_file_survives_arbitrary_bytes(
+        bytes in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            (any::<i64>(), any::<u64>(), any::<f64>()).prop_map(|(pid, start, time)| format!(
+                r#"{{"pid": {pid}, "start_time": {start}, "code": null, "signal": 9, "failure": true, "time": {time:e}}}"#
+            ).into_bytes()),
+        ]
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let name: lithos::model::spec::InstanceName = "s/p.0".parse().unwrap();
+        std::fs::create_dir_all(dir.path().join("s")).unwrap();
+        std::fs::write(dir.path().join("s/p.0.exit"), &bytes).unwrap();
+        let root = dir.path().to_path_buf();
+        bounded("read_exit_file", &bytes.clone(), move || {
+            if let Ok(Some(exit)) = lithos::state::read_exit_file(&root, &name) {
+                let _ = exit.to_record();
+                let _ = exit.process();
+            }
+        });
+    }
+}
+
+/// The payload of a state file saved from a state with a few records.
+fn real_state_payload() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.bin");
+    let mut state = lithos::state::Persisted::default();
+    for index in 0..3 {
+        let instance = lithos::reconcile::testing::sample_instance(
+            lithos::model::spec::InstanceName::new("s", "p", index),
+            "f00d",
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        );
+        state.record_spawn(
+            &instance,
+            lithos::state::ProcId {
+                pid: 42,
+                start_time: 7,
+            },
+            Duration::from_secs(5),
+        );
+    }
+    state.save(&path).unwrap();
+    std::fs::read(&path).unwrap()[52..].to_vec()
+}
+
+fn state_file(payload: &[u8]) -> Vec<u8> {
+    use blake2::{Blake2s256, Digest};
+    let mut bytes = b"LITHOSST".to_vec();
+    bytes.extend(lithos::state::STATE_FORMAT_VERSION.to_le_bytes());
+    bytes.extend((payload.len() as u64).to_le_bytes());
+    bytes.extend(Blake2s256::digest(payload));
+    bytes.extend(payload);
+    bytes
 }
