@@ -14,7 +14,7 @@ use lithos::model::files::{check_text, FileKind};
 use lithos::secrets::EncryptedValue;
 use proptest::prelude::*;
 
-/// Longest a single parse may take before the test calls it a hang.
+/// Maximum time of one parse before the test reports a hang.
 const HANG_LIMIT: Duration = Duration::from_secs(20);
 
 const KINDS: [FileKind; 5] = [
@@ -56,7 +56,7 @@ fn check_all_kinds(text: String) {
     });
 }
 
-/// Every YAML file of the corpus of real configs, as seeds for mutation.
+/// Reads every YAML file of the corpus of real configs, the seeds for mutation.
 fn seeds() -> Vec<String> {
     let mut found = Vec::new();
     let mut pending = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/model")];
@@ -273,7 +273,7 @@ proptest! {
                 payload[at % len] = byte;
             }
         }
-        // A correct header and checksum, so the decoder itself sees the hostile bytes.
+        // A correct header and checksum, so the hostile bytes reach the decoder itself.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.bin");
         std::fs::write(&path, state_file(&payload)).unwrap();
@@ -306,7 +306,7 @@ proptest! {
     }
 }
 
-/// The payload of a state file saved from a state with a few records.
+/// Saves a state with a few records and returns the payload of its file.
 fn real_state_payload() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.bin");

@@ -17,7 +17,7 @@ fn write(path: &Path, text: &str) {
 
 const SLEEP: &str = "kind: Daemon\nuser-id: 1\nexecutable: /bin/sleep\narguments: [\"60\"]\n";
 
-/// A tree with sandbox `app` whose processes file is `processes`; image `good` exists.
+/// Writes a tree with sandbox `app`, whose processes file is `processes`, and image `good`.
 fn tree(root: &Path, processes: &str) {
     write(
         &root.join("configs/master.yaml"),
@@ -146,7 +146,7 @@ fn absolute_symlink_resolves_inside_image() {
 }
 
 #[test]
-fn image_that_is_a_symlink_out_of_image_dir_rejected() {
+fn image_symlink_out_of_image_dir_rejected() {
     let dir = tempfile::tempdir().unwrap();
     tree(dir.path(), &processes("evil", "/config/sleep.yaml"));
     write(&dir.path().join("outside/config/sleep.yaml"), SLEEP);

@@ -54,7 +54,7 @@ impl Rng {
     }
 }
 
-/// What one sandbox asks for: `a` with 0 to 2 instances, `b` running one of two configs.
+/// Desired config of one sandbox: `a` with 0 to 2 instances, `b` running one of two configs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Choice {
     a: u32,
@@ -92,7 +92,7 @@ fn desired_fingerprints(fixture: &Fixture) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The `--fingerprint` argument of a knot.
+/// Returns the `--fingerprint` argument of a knot.
 fn knot_fingerprint(pid: i32) -> Option<String> {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<String> = cmdline
@@ -156,11 +156,13 @@ fn check(
             return Err(format!("{name} runs an outdated config"));
         }
     }
+
     let tree = fixture.tree_pid();
     let zombies = zombie_children(tree);
     if !zombies.is_empty() {
         return Err(format!("zombie children of the tree: {zombies:?}"));
     }
+
     let root = fixture.root();
     let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
@@ -171,6 +173,7 @@ fn check(
     if !mounts.is_empty() {
         return Err(format!("mounts left in the host namespace: {mounts:?}"));
     }
+
     let leaves: BTreeSet<String> = want.iter().map(|name| leaf(name)).collect();
     let cgroups =
         lithos::exec::cgroup::Cgroups::discover(Path::new("/proc"), &fixture.cgroup_name, &[])
@@ -186,6 +189,7 @@ fn check(
             return Err(format!("cgroups in {}: {found:?}", base.display()));
         }
     }
+
     let mut state_dirs = BTreeSet::new();
     for sandbox in SANDBOXES {
         if let Ok(entries) = fs::read_dir(fixture.runtime_dir().join("state").join(sandbox)) {
@@ -197,6 +201,7 @@ fn check(
     if &state_dirs != want {
         return Err(format!("state dirs {state_dirs:?}"));
     }
+
     TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(5))
         .map_err(|e| format!("port {port}: {e}"))?;
     Ok(knots
