@@ -133,7 +133,11 @@ fn leftover_cgroups(
             else {
                 continue;
             };
-            if process.starts_with("cmd.") {
+            // A cgroup with processes belongs to a live container, which the reconciler
+            // stops and retires if it is not desired.
+            let busy = std::fs::read_to_string(entry.path().join("cgroup.procs"))
+                .map_or(true, |procs| !procs.trim().is_empty());
+            if process.starts_with("cmd.") || busy {
                 continue;
             }
             let Ok(name) = format!("{sandbox}/{process}").parse() else {
