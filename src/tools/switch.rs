@@ -24,7 +24,14 @@ pub struct Args {
     #[arg(long)]
     dry_run: bool,
     /// Wait until lithos_tree applied the new file, at most SECONDS (default 60).
-    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
+    /// The value needs `=` (`--wait=30`), so `--wait SANDBOX FILE` keeps its meaning.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "60"
+    )]
     wait: Option<u64>,
     /// Sandbox name.
     sandbox: String,
