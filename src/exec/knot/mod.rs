@@ -268,7 +268,8 @@ fn open_log(spec: &LaunchSpec) -> io::Result<slog::Logger> {
         .create(true)
         .open(&spec.log_file)?;
     let decorator = slog_term::PlainSyncDecorator::new(file);
-    let drain = slog_term::FullFormat::new(decorator).build();
+    // A full disk drops log records instead of panicking the container's pid 1.
+    let drain = slog_term::FullFormat::new(decorator).build().ignore_res();
     let drain = slog::LevelFilter::new(drain, level).fuse();
     Ok(slog::Logger::root(drain, context))
 }

@@ -14,6 +14,7 @@ use super::notify::Notifier;
 use super::signals::SignalWaiter;
 use super::TreeError;
 use crate::exec::cgroup::Cgroups;
+use crate::exec::metrics::MetricsExporter;
 use crate::exec::sockets::SocketTable;
 use crate::model::spec::InstanceName;
 use crate::model::ConfigTree;
@@ -65,6 +66,10 @@ pub struct Supervisor {
     pub(super) failing_writes: FailingWrites,
     /// Cgroups of retired instances that were still busy, with the retries so far.
     pub(super) pending_cgroups: BTreeMap<InstanceName, u32>,
+    /// Writes `metrics-file` and the cantal files after each pass.
+    pub(super) metrics: MetricsExporter,
+    /// The last metrics export failed and was logged.
+    pub(super) metrics_failing: bool,
 }
 
 /// Attempts at removing a busy cgroup of a retired instance before giving up.
@@ -160,6 +165,7 @@ impl Supervisor {
         self.release_unused_sockets();
         self.save_state();
         self.write_status(&states);
+        self.export_metrics(&observed, &plan);
         if self.passes == 1 {
             self.notify("READY=1");
         }
@@ -233,7 +239,18 @@ impl Supervisor {
         for (name, process) in ended {
             let status = self.reaped.remove(&process.pid);
             let state_dir = &self.tree.master.state_dir;
-            let exit = super::exits::knot_exit(state_dir, &name, process, status.as_ref(), now);
+            let mut exit = super::exits::knot_exit(state_dir, &name, process, status.as_ref(), now);
+            // A process the tree asked to stop is not a failure, whatever it died of (a
+            // SIGKILL after kill-timeout included), as in the original.
+            let stopped_by_tree = self.persisted.signals.contains_key(&process)
+                || self
+                    .persisted
+                    .instances
+                    .get(&name)
+                    .is_some_and(|record| record.term_sent.is_some());
+            if stopped_by_tree {
+                exit.record.failure = false;
+            }
             let uptime = self
                 .persisted
                 .instances
