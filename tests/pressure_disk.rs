@@ -142,6 +142,7 @@ fn full_runtime_dir_keeps_containers_and_recovers() {
         "failed to save the state",
         "failed to write status.json",
         "failed to start container",
+        "failed to export metrics",
     ] {
         let seen = count(&log, text);
         assert!(
@@ -155,6 +156,10 @@ fn full_runtime_dir_keeps_containers_and_recovers() {
     assert_eq!(after.get("sb/sleep.0"), before.get("sb/sleep.0"));
     assert!(after.contains_key("sb/late.0"), "{after:?}");
     let log = fixture.log();
+    assert!(
+        count(&log, "failed to export metrics") > 0,
+        "metrics in the full runtime dir were written all the same\n{log}"
+    );
     assert!(
         count(&log, "failed to save the state") <= 3,
         "logged again after recovery\n{log}"
