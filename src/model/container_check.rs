@@ -88,6 +88,15 @@ fn check_volumes(config: &ContainerConfig, context: &FileContext, problems: &mut
                 ),
             ));
         }
+        if has_parent_dir(mount_point) {
+            problems.push(context.problem(
+                &key,
+                format!(
+                    "mount point {:?} contains '..': write the path without it",
+                    mount_point.display().to_string()
+                ),
+            ));
+        }
         let path = match volume {
             Volume::Readonly { path }
             | Volume::Persistent { path, .. }
@@ -103,7 +112,23 @@ fn check_volumes(config: &ContainerConfig, context: &FileContext, problems: &mut
                 ),
             ));
         }
+        // A '..' would pass the prefix check against readonly-paths and writable-paths
+        // while naming a host directory outside them.
+        if has_parent_dir(path) {
+            problems.push(context.problem(
+                &key,
+                format!(
+                    "volume path {:?} contains '..': write the path without it",
+                    path.display().to_string()
+                ),
+            ));
+        }
     }
+}
+
+fn has_parent_dir(path: &std::path::Path) -> bool {
+    path.components()
+        .any(|part| part == std::path::Component::ParentDir)
 }
 
 fn check_ports(config: &ContainerConfig, context: &FileContext, problems: &mut Problems) {

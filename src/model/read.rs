@@ -13,8 +13,24 @@ const MAX_CONFIG_BYTES: u64 = 16 << 20;
 pub(crate) fn read_text(path: &Path) -> Result<String, String> {
     use std::io::Read;
 
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    // O_NONBLOCK keeps the open from waiting for a writer when the path is a FIFO; only a
+    // regular file is read at all, so a device or FIFO cannot stall the loader.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{} is not a regular file: a config must be a plain file",
+            path.display()
+        ));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)

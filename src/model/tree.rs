@@ -377,6 +377,10 @@ fn read_entry_config(
         .clone()
         .unwrap_or_default()
         .join(&entry.image);
+    if let Err(message) = check_image_inside(sandbox, &image_root) {
+        problems.push(processes.problem(&format!("{entry_name}.image"), message));
+        return None;
+    }
     let config_path = match resolve_in_root(&image_root, &entry.config) {
         Ok(path) => path,
         Err(message) => {
@@ -386,6 +390,27 @@ fn read_entry_config(
     };
     let text = read_or_report(&config_path, &processes.scope, problems)?;
     Some((image_root, config_path, text))
+}
+
+/// Rejects an image whose directory is a symlink leading out of image-dir. A missing
+/// image is left to the read of its config, which reports it.
+fn check_image_inside(sandbox: &SandboxConfig, image_root: &Path) -> Result<(), String> {
+    let Some(image_dir) = &sandbox.image_dir else {
+        return Ok(());
+    };
+    let (Ok(dir), Ok(root)) = (image_dir.canonicalize(), image_root.canonicalize()) else {
+        return Ok(());
+    };
+    if root.starts_with(&dir) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} resolves to {}, outside image-dir {}: images must be directories inside image-dir",
+            image_root.display(),
+            root.display(),
+            dir.display()
+        ))
+    }
 }
 
 fn build_entry(input: &EntryInput, problems: &mut Problems) -> EntryLoad {

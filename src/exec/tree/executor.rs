@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use slog::{error, info, warn};
 
-use super::supervisor::{error_chain, Mode, Supervisor};
+use super::supervisor::{error_chain, Mode, Supervisor, CGROUP_RETRIES};
 use crate::exec::network;
 use crate::exec::spawn::{spawn_knot, SpawnRequest};
 use crate::model::spec::{InstanceName, TcpPortSpec};
@@ -199,14 +199,45 @@ impl Supervisor {
         // The sandbox dir goes once its last instance did; a non-empty one stays.
         let _ = fs::remove_dir(state_dir.join(&name.sandbox));
         if let Some(cgroups) = &self.cgroups {
-            if let Err(error) = cgroups.remove_instance(&name.cgroup_leaf()) {
-                warn!(self.log, "failed to remove the cgroup of a retired container";
-                    "instance" => %name, "error" => %error_chain(&error));
+            // The processes of a container that just exited leave its cgroup a moment
+            // after the knot was reaped, so a busy cgroup is retried on later passes.
+            if cgroups.remove_instance(&name.cgroup_leaf()).is_err() {
+                self.pending_cgroups.insert(name.clone(), 0);
             }
         }
         self.persisted.forget(name);
         self.reported.remove(name);
         info!(self.log, "container retired"; "instance" => %name, "reason" => %reason);
+    }
+
+    /// Retries removing the cgroups of retired instances that were still busy; returns
+    /// whether some remain. Gives up, with a warning, after `CGROUP_RETRIES` attempts.
+    pub(super) fn retry_cgroup_removals(&mut self) -> bool {
+        let Some(cgroups) = &self.cgroups else {
+            self.pending_cgroups.clear();
+            return false;
+        };
+        let mut done = Vec::new();
+        for (name, attempts) in self.pending_cgroups.iter_mut() {
+            if self.desired.instances.contains_key(name) {
+                // Back in the config: its cgroup is in use again.
+                done.push(name.clone());
+                continue;
+            }
+            match cgroups.remove_instance(&name.cgroup_leaf()) {
+                Ok(()) => done.push(name.clone()),
+                Err(error) if *attempts >= CGROUP_RETRIES => {
+                    warn!(self.log, "failed to remove the cgroup of a retired container";
+                        "instance" => %name, "error" => %error_chain(&error));
+                    done.push(name.clone());
+                }
+                Err(_) => *attempts += 1,
+            }
+        }
+        for name in done {
+            self.pending_cgroups.remove(&name);
+        }
+        !self.pending_cgroups.is_empty()
     }
 
     /// Closes listening sockets that no desired instance names any more.

@@ -40,8 +40,16 @@ impl Supervisor {
             errors: super::desired::problems_by_scope(&self.tree),
             instances,
         };
-        if let Err(error) = status::write(&self.tree.master.runtime_dir, &status) {
-            warn!(self.log, "failed to write status.json"; "error" => %error_chain(&error));
+        match status::write(&self.tree.master.runtime_dir, &status) {
+            Err(error) if self.failing_writes.failed("status") => {
+                warn!(self.log, "failed to write status.json; not logged again until it works";
+                    "error" => %error_chain(&error));
+            }
+            Err(_) => {}
+            Ok(()) if self.failing_writes.succeeded("status") => {
+                info!(self.log, "writing status.json works again");
+            }
+            Ok(()) => {}
         }
         let summary = format!(
             "STATUS={running} of {} containers running, {} config problems",

@@ -46,7 +46,15 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
     ];
     setup::create_dirs(&dirs).map_err(TreeError::Setup)?;
     let lock = take_lock(&inherited, &master.runtime_dir)?;
-    setup::write_pid_file(&master.runtime_dir).map_err(TreeError::Setup)?;
+    if let Err(error) = setup::write_pid_file(&master.runtime_dir) {
+        // After a re-exec the file already names this pid; a full runtime dir must not
+        // take the supervisor down then.
+        if setup::read_pid(&master.runtime_dir) != Some(std::process::id() as i32) {
+            return Err(TreeError::Setup(error));
+        }
+        warn!(log, "failed to rewrite the pid file, it still names this tree";
+            "error" => %error_chain(&error));
+    }
 
     let sockets = recover_sockets(&log, &inherited);
     let cgroups = discover_cgroups(&tree)?;
@@ -73,6 +81,7 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
         .parent()
         .map(|dir| dir.join("lithos_knot"))
         .unwrap_or_else(|| PathBuf::from("lithos_knot"));
+    let pending_cgroups = leftover_cgroups(cgroups.as_ref(), &desired, &persisted);
     let metrics = MetricsExporter::new(
         tree.master.metrics_file.clone(),
         Some(metrics::cantal_path(&tree.master.runtime_dir)),
@@ -98,10 +107,55 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
         reported: BTreeMap::new(),
         passes: 0,
         last_notified_status: None,
+        failing_writes: Default::default(),
+        pending_cgroups,
         metrics,
         metrics_failing: false,
     };
     supervisor.run()
+}
+
+/// Instance cgroups that no desired instance and no record explains: left by a retirement
+/// whose cgroup was still busy when the tree was killed or re-executed. They are removed
+/// like the busy cgroups of this tree's own retirements. Command cgroups belong to
+/// lithos_cmd and are left alone.
+fn leftover_cgroups(
+    cgroups: Option<&Cgroups>,
+    desired: &crate::reconcile::Desired,
+    persisted: &Persisted,
+) -> BTreeMap<crate::model::spec::InstanceName, u32> {
+    let mut found = BTreeMap::new();
+    let Some(cgroups) = cgroups else {
+        return found;
+    };
+    for base in cgroups.base_dirs() {
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let leaf = entry.file_name().to_string_lossy().into_owned();
+            let Some((sandbox, process)) = leaf
+                .strip_suffix(".scope")
+                .and_then(|stem| stem.split_once(':'))
+            else {
+                continue;
+            };
+            // A cgroup with processes belongs to a live container, which the reconciler
+            // stops and retires if it is not desired.
+            let busy = std::fs::read_to_string(entry.path().join("cgroup.procs"))
+                .map_or(true, |procs| !procs.trim().is_empty());
+            if process.starts_with("cmd.") || busy {
+                continue;
+            }
+            let Ok(name) = format!("{sandbox}/{process}").parse() else {
+                continue;
+            };
+            if !desired.instances.contains_key(&name) && !persisted.instances.contains_key(&name) {
+                found.insert(name, 0);
+            }
+        }
+    }
+    found
 }
 
 fn build_logger(options: &TreeOptions, tree: &ConfigTree) -> Result<slog::Logger, TreeError> {

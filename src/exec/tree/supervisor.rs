@@ -62,10 +62,36 @@ pub struct Supervisor {
     pub(super) reported: BTreeMap<InstanceName, String>,
     pub(super) passes: u64,
     pub(super) last_notified_status: Option<String>,
+    /// Writes that are failing now, so a full disk logs once, not at every pass.
+    pub(super) failing_writes: FailingWrites,
+    /// Cgroups of retired instances that were still busy, with the retries so far.
+    pub(super) pending_cgroups: BTreeMap<InstanceName, u32>,
     /// Writes `metrics-file` and the cantal files after each pass.
     pub(super) metrics: MetricsExporter,
     /// The last metrics export failed and was logged.
     pub(super) metrics_failing: bool,
+}
+
+/// Attempts at removing a busy cgroup of a retired instance before giving up.
+pub(super) const CGROUP_RETRIES: u32 = 50;
+
+/// Pause between attempts at removing a busy cgroup.
+const CGROUP_RETRY: Duration = Duration::from_millis(200);
+
+/// The kinds of periodic write that failed at their last attempt.
+#[derive(Debug, Default)]
+pub(super) struct FailingWrites(std::cell::RefCell<std::collections::BTreeSet<&'static str>>);
+
+impl FailingWrites {
+    /// Records a failure of `kind`; returns true when it worked at the last attempt.
+    pub(super) fn failed(&self, kind: &'static str) -> bool {
+        self.0.borrow_mut().insert(kind)
+    }
+
+    /// Records a success of `kind`; returns true when it failed at the last attempt.
+    pub(super) fn succeeded(&self, kind: &'static str) -> bool {
+        self.0.borrow_mut().remove(kind)
+    }
 }
 
 impl Supervisor {
@@ -135,6 +161,7 @@ impl Supervisor {
         self.persisted.prune_signals(&observed);
         let (plan, states) = self.plan(&observed, now);
         self.execute(&plan, &observed, now);
+        let cgroups_pending = self.retry_cgroup_removals();
         self.release_unused_sockets();
         self.save_state();
         self.write_status(&states);
@@ -153,6 +180,10 @@ impl Supervisor {
             // comes at once to observe their effect. A SIGKILL is left out: the reconciler
             // repeats it until the process is gone, and that must not spin.
             return Some(now);
+        }
+        if cgroups_pending {
+            let retry = now + CGROUP_RETRY;
+            return Some(plan.wake_at.map_or(retry, |at| at.min(retry)));
         }
         plan.wake_at
     }
@@ -302,9 +333,16 @@ impl Supervisor {
     }
 
     pub(super) fn save_state(&self) {
-        if let Err(error) = self.persisted.save(&self.state_file) {
-            error!(self.log, "failed to save the state, a restart loses restart backoff";
-                "error" => %error_chain(&error));
+        match self.persisted.save(&self.state_file) {
+            Err(error) if self.failing_writes.failed("state") => {
+                error!(self.log, "failed to save the state, a restart loses restart backoff; not logged again until it works";
+                    "error" => %error_chain(&error));
+            }
+            Err(_) => {}
+            Ok(()) if self.failing_writes.succeeded("state") => {
+                info!(self.log, "saving the state works again");
+            }
+            Ok(()) => {}
         }
     }
 }
