@@ -270,8 +270,9 @@ fn write_config(spec: &LaunchSpec) -> Result<OwnedFd, SpawnError> {
     let fd = memfd_create(c"lithos-launch-spec", MemFdCreateFlag::MFD_CLOEXEC)
         .map_err(|e| SpawnError::ConfigFd { source: e.into() })?;
     let mut file = std::fs::File::from(fd);
-    serde_json::to_writer(&mut file, spec)
-        .map_err(|e| SpawnError::ConfigFd { source: e.into() })?;
+    // One write: the serializer writes each token on its own, a system call apiece.
+    let json = serde_json::to_vec(spec).map_err(|e| SpawnError::ConfigFd { source: e.into() })?;
+    io::Write::write_all(&mut file, &json).map_err(|source| SpawnError::ConfigFd { source })?;
     io::Seek::rewind(&mut file).map_err(|source| SpawnError::ConfigFd { source })?;
     Ok(file.into())
 }
