@@ -60,6 +60,9 @@ pub struct Supervisor {
     /// Last error logged per instance, so a failure repeated each restart logs once.
     pub(super) reported: BTreeMap<InstanceName, String>,
     pub(super) passes: u64,
+    /// Whether the first pass must look for knots that the persisted state does not know
+    /// (a fresh start, or a state that failed to load), by scanning every process.
+    pub(super) scan_for_orphans: bool,
     pub(super) last_notified_status: Option<String>,
 }
 
@@ -157,12 +160,18 @@ impl Supervisor {
             .as_ref()
             .map(|cgroups| cgroups.base_dirs())
             .unwrap_or_default();
-        let mut observed = state::observe(
-            &self.roots,
-            std::process::id() as i32,
-            &self.tree.master_path,
-            &cgroup_dirs,
-        )?;
+        let tree_pid = std::process::id() as i32;
+        let master = &self.tree.master_path;
+        // Only the first pass after a fresh start can find knots that the state does not
+        // know; otherwise the children and the recorded knots are all there is.
+        let mut observed = if self.passes <= 1 && self.scan_for_orphans {
+            state::observe(&self.roots, tree_pid, master, &cgroup_dirs)?
+        } else {
+            let known: Vec<ProcId> = (self.persisted.instances.values())
+                .filter_map(|record| record.process)
+                .collect();
+            state::observe_known(&self.roots, tree_pid, master, &cgroup_dirs, &known)?
+        };
         drop_forking_knot_children(&self.roots.proc_root, &mut observed);
         Ok(observed)
     }
