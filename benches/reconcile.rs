@@ -3,14 +3,20 @@
 //! Two shapes per size: a steady state (every instance running its desired config) and a
 //! reload (a tenth of the instances changed, a tenth new, a tenth removed, a tenth in
 //! restart backoff). Run with `cargo bench --bench reconcile`.
+//!
+//! Each case is measured twice: in wall-clock time (group `reconcile`) and in the bench
+//! thread's CPU time (group `reconcile_cpu`), because on a shared machine the wall-clock
+//! figure also counts the time the thread waits for a CPU.
 
 use std::time::Duration;
 
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use lithos::model::spec::InstanceName;
 use lithos::reconcile::testing::sample_instance;
 use lithos::reconcile::{reconcile, Desired};
 use lithos::state::{Observed, ObservedProcess, Persisted, ProcId, ProcessKind};
+use nix::time::{clock_gettime, ClockId};
 
 const NOW: Duration = Duration::from_secs(100_000);
 
@@ -83,8 +89,48 @@ fn desired_insert(desired: &mut Desired, index: usize, fingerprint: &str) {
     desired.instances.insert(instance.name.clone(), instance);
 }
 
-fn bench_reconcile(c: &mut Criterion) {
-    let mut group = c.benchmark_group("reconcile");
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), in the units of wall time.
+struct ThreadCpuTime;
+
+/// Formats nanosecond values like wall time; a static so the reference outlives any call.
+static NANOSECONDS: WallTime = WallTime;
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+
+    fn end(&self, started: Duration) -> Duration {
+        thread_cpu_time() - started
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        NANOSECONDS.formatter()
+    }
+}
+
+fn thread_cpu_time() -> Duration {
+    let time = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).expect("thread CPU clock");
+    Duration::new(time.tv_sec() as u64, time.tv_nsec() as u32)
+}
+
+fn bench_group<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
+    let mut group = c.benchmark_group(group_name);
     for size in [1_000, 10_000] {
         for (shape, reload) in [("steady", false), ("reload", true)] {
             let input = inputs(size, reload);
@@ -99,5 +145,18 @@ fn bench_reconcile(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_reconcile);
-criterion_main!(benches);
+fn bench_wall(c: &mut Criterion) {
+    bench_group(c, "reconcile");
+}
+
+fn bench_cpu(c: &mut Criterion<ThreadCpuTime>) {
+    bench_group(c, "reconcile_cpu");
+}
+
+criterion_group!(wall, bench_wall);
+criterion_group! {
+    name = cpu;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = bench_cpu
+}
+criterion_main!(wall, cpu);

@@ -11,3 +11,4 @@ pub mod model;
 pub mod reconcile;
 pub mod secrets;
 pub mod state;
+pub mod tools;

@@ -325,23 +325,3 @@ fn missing_executable_fails_clearly() {
     );
     assert_no_mounts(tmp.path());
 }
-
-#[test]
-fn bridged_network_fails_clearly() {
-    if !root_or_skip("namespaces") {
-        return;
-    }
-    let tmp = container_root();
-    let (code, log) = run_script(tmp.path(), "sb/bridge.0", "true", |s| {
-        s.network = Some(lithos::model::spec::NetworkSpec {
-            bridge: "br-test".into(),
-            network: "10.64.0.0/24".into(),
-            default_gateway: None,
-            after_setup_command: Vec::new(),
-            ip_address: Some("10.64.0.2".parse().unwrap()),
-        });
-    });
-    assert_eq!(code, Some(lithos::exec::knot::exit_codes::SETUP_FAILED));
-    assert!(log.contains("unsupported setting bridged-network"), "{log}");
-    assert_no_mounts(tmp.path());
-}

@@ -56,7 +56,8 @@ fn kill_timeout_ends_namespace() {
         return;
     }
     let tmp = container_root();
-    // The program ignores SIGTERM, so only the end of the pid namespace stops it.
+    // The program ignores SIGTERM, so only the end of the pid namespace stops it. The
+    // test waits for its "2 ready" line, since the start line contains the script too.
     let script = "trap '' TERM; echo $$ ready; while true; do sleep 1; done";
     let mut spec = spec(tmp.path(), "sb/stubborn.0", "/bin/sh", &["-c", script]);
     spec.container.kill_timeout = Duration::from_millis(500);
@@ -66,7 +67,7 @@ fn kill_timeout_ends_namespace() {
         log
     )
     .unwrap()
-    .contains("ready")));
+    .contains("\n2 ready\n")));
     signal(pid, Signal::SIGTERM);
     assert_eq!(
         wait_exit(pid, Duration::from_secs(10)),

@@ -287,3 +287,19 @@ fn duplicate_knots_keep_the_oldest() {
         other => panic!("unexpected plan {other:?}"),
     }
 }
+
+/// A stale record of instance 0 holds the pid and start time of instance 1's knot: the
+/// knot stays with the instance its command line names.
+#[test]
+fn stale_record_does_not_move_a_knot() {
+    let want = desired("a", 2);
+    let mut persisted = Persisted::default();
+    let other = knot(20, 1, "a");
+    persisted.record_spawn(&want.instances[&name(0)], other.id, NOW - 100 * SEC);
+    persisted.record_spawn(&want.instances[&name(1)], other.id, NOW - 100 * SEC);
+    let plan = reconcile(&want, &observed(vec![other]), &persisted, NOW);
+    match &plan.actions[..] {
+        [Action::Spawn { name: spawned, .. }] => assert_eq!(*spawned, name(0)),
+        actions => panic!("unexpected plan {actions:?}"),
+    }
+}

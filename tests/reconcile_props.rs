@@ -48,7 +48,7 @@ impl std::fmt::Debug for Scenario {
             } = record;
             writeln!(f, "record {name} {process:?} {fingerprint} start {last_start:?} term {term_sent:?} kill {kill_timeout:?}")?;
         }
-        writeln!(f, "stray signals {:?}", self.persisted.stray_signals)
+        writeln!(f, "signals {:?}", self.persisted.signals)
     }
 }
 
@@ -67,7 +67,8 @@ struct RecordPlan {
     last_start_ago: Option<u64>,
     term_ago: Option<u64>,
     kill_timeout: u64,
-    /// Index into the instance's processes; out of range means a dead process.
+    /// Index into the instance's processes (0 to 2; beyond its processes a dead one), or
+    /// from 4 on into the processes of the instances built before (a stale record).
     process: Option<usize>,
 }
 
@@ -99,7 +100,7 @@ fn record_plan() -> impl Strategy<Value = RecordPlan> {
         proptest::option::of(0u64..30),
         proptest::option::of(0u64..15),
         0u64..10,
-        proptest::option::of(0usize..4),
+        proptest::option::of(0usize..6),
     )
         .prop_map(
             |(fingerprint, last_start_ago, term_ago, kill_timeout, process)| RecordPlan {
@@ -148,6 +149,7 @@ fn build(instances: &[InstancePlan], unknown: &[(bool, Option<u64>)]) -> Scenari
         persisted: Persisted::default(),
     };
     let mut next_pid = 100;
+    let mut all_ids: Vec<ProcId> = Vec::new();
     for (index, plan) in instances.iter().enumerate() {
         let name = InstanceName::new("s", ["a", "b"][index % 2], index as u32 / 2);
         if let Some((fingerprint, restart, kill)) = plan.desired {
@@ -167,6 +169,7 @@ fn build(instances: &[InstancePlan], unknown: &[(bool, Option<u64>)]) -> Scenari
             };
             next_pid += 1;
             ids.push(id);
+            all_ids.push(id);
             let kind = match process.kind {
                 1 => ProcessKind::Forking,
                 _ => ProcessKind::Knot {
@@ -182,15 +185,17 @@ fn build(instances: &[InstancePlan], unknown: &[(bool, Option<u64>)]) -> Scenari
             };
             scenario.observed.processes.push(observed);
             if let Some(ago) = process.stray_term_ago {
-                scenario.persisted.stray_signals.insert(id, NOW - secs(ago));
+                scenario.persisted.signals.insert(id, NOW - secs(ago));
             }
         }
         if let Some(record) = &plan.record {
-            let process = record.process.map(|i| {
-                ids.get(i).copied().unwrap_or(ProcId {
-                    pid: 99_000 + i as i32,
-                    start_time: 1,
-                })
+            let dead = |i: usize| ProcId {
+                pid: 99_000 + i as i32,
+                start_time: 1,
+            };
+            let process = record.process.map(|i| match i {
+                0..4 => ids.get(i).copied().unwrap_or(dead(i)),
+                _ => all_ids.get(i - 4).copied().unwrap_or(dead(i)),
             });
             let instance_record = InstanceRecord {
                 process,
@@ -218,10 +223,7 @@ fn build(instances: &[InstancePlan], unknown: &[(bool, Option<u64>)]) -> Scenari
             zombie: *zombie,
         });
         if let Some(ago) = term_ago {
-            scenario
-                .persisted
-                .stray_signals
-                .insert(id, NOW - secs(*ago));
+            scenario.persisted.signals.insert(id, NOW - secs(*ago));
         }
     }
     scenario
@@ -257,13 +259,13 @@ fn is_current(scenario: &Scenario, process: &ObservedProcess) -> bool {
 }
 
 fn term_sent(scenario: &Scenario, target: ProcId) -> Option<Duration> {
-    let recorded = scenario
-        .persisted
-        .instances
-        .values()
-        .find(|record| record.process == Some(target))
+    let process = scenario.observed.processes.iter().find(|p| p.id == target);
+    let owner = process.and_then(|process| owner(scenario, process));
+    let record = owner.and_then(|name| scenario.persisted.instances.get(&name));
+    let recorded = record
+        .filter(|record| record.process == Some(target))
         .and_then(|record| record.term_sent);
-    recorded.or_else(|| scenario.persisted.stray_signals.get(&target).copied())
+    recorded.or_else(|| scenario.persisted.signals.get(&target).copied())
 }
 
 /// The kill-timeout a stop of a process of `name` uses: recorded, else desired, else the

@@ -2,6 +2,7 @@
 
 pub mod cgroup;
 pub mod knot;
+pub mod metrics;
 pub mod mkdev;
 pub mod network;
 pub mod sockets;

@@ -57,6 +57,26 @@ pub(super) fn reconcile(
     now: Duration,
     with_states: bool,
 ) -> (Plan, Option<InstanceStates>) {
+    let inputs = (desired, observed, persisted, now);
+    match run_pass(inputs, with_states, false) {
+        Ok(result) => result,
+        // A stale record claimed a knot of another instance: redo the pass, comparing the
+        // names before anything is decided.
+        Err(Misattributed) => run_pass(inputs, with_states, true)
+            .unwrap_or_else(|Misattributed| unreachable!("names were checked up front")),
+    }
+}
+
+/// A record claimed a knot that names another instance.
+struct Misattributed;
+
+type Inputs<'a> = (&'a Desired, &'a Observed, &'a Persisted, Duration);
+
+fn run_pass(
+    (desired, observed, persisted, now): Inputs,
+    with_states: bool,
+    check_names: bool,
+) -> Result<(Plan, Option<InstanceStates>), Misattributed> {
     let mut pass = Pass {
         persisted,
         now,
@@ -64,7 +84,7 @@ pub(super) fn reconcile(
         plan: Plan::default(),
         states: with_states.then(Vec::new),
     };
-    let mut grouped = Grouped::new(observed, persisted);
+    let mut grouped = Grouped::new(observed, persisted, check_names);
     for id in std::mem::take(&mut grouped.unknown) {
         pass.stop(id, None, Reason::UnknownChild, DEFAULT_KILL_TIMEOUT, None);
     }
@@ -76,10 +96,13 @@ pub(super) fn reconcile(
         grouped.take(name, record, &mut processes);
         pass.decide(name, want, record, &processes);
     }
+    if grouped.misattributed {
+        return Err(Misattributed);
+    }
     for (name, processes) in grouped.leftovers() {
         pass.decide(name, None, None, &processes);
     }
-    pass.finish()
+    Ok(pass.finish())
 }
 
 impl<'a> Pass<'a> {
@@ -272,7 +295,7 @@ impl<'a> Pass<'a> {
         let recorded = record
             .filter(|record| record.process == Some(id))
             .and_then(|record| record.term_sent);
-        recorded.or_else(|| self.persisted.stray_signals.get(&id).copied())
+        recorded.or_else(|| self.persisted.signals.get(&id).copied())
     }
 
     fn wait(&mut self, name: Option<&InstanceName>, until: Duration, reason: Reason) {

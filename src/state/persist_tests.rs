@@ -171,7 +171,7 @@ fn new_boot_drops_times_and_processes() {
         (record.process, record.last_start, record.term_sent),
         (None, None, None)
     );
-    assert!(state.stray_signals.is_empty());
+    assert!(state.signals.is_empty());
     assert_eq!(record.starts, 1, "counters survive a reboot");
 }
 
@@ -219,7 +219,11 @@ fn exit_of_unrecorded_process_keeps_record() {
             start_time: 20
         })
     );
-    assert!(state.stray_signals.is_empty());
+    let gone = ProcId {
+        pid: 99,
+        start_time: 1,
+    };
+    assert!(!state.signals.contains_key(&gone));
     assert_eq!(state.metrics.total.deaths, 2);
     state.record_process_exit(
         &name,

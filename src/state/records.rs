@@ -25,14 +25,14 @@ pub struct Persisted {
     pub metrics: Metrics,
     /// Number of times a tree started on this runtime dir (start-ups and re-execs).
     pub tree_restarts: u64,
-    /// First SIGTERM sent to processes that are not the recorded process of an instance
-    /// (unknown children, duplicates, outdated knots adopted after a crash).
-    pub stray_signals: BTreeMap<ProcId, Duration>,
+    /// First SIGTERM of the current stop of every signalled process, also of those no
+    /// record names (unknown children, duplicates, outdated knots adopted after a crash).
+    pub signals: BTreeMap<ProcId, Duration>,
     /// Kernel boot id the times above belong to; empty when not known.
     pub boot_id: String,
 }
 
-/// What is known about one daemon instance.
+/// Facts kept about one daemon instance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceRecord {
     /// The knot last started for it, while it may still run.
@@ -50,11 +50,11 @@ pub struct InstanceRecord {
     /// The spec `process` runs, for `lithos plan` diffs; `None` for an adopted knot whose
     /// spec was never recorded.
     pub spec: Option<Arc<LaunchSpec>>,
-    /// How the last process of this instance ended.
+    /// Exit of the last process of this instance.
     pub last_exit: Option<ExitRecord>,
 }
 
-/// How a process ended, as the tree saw it or as the knot wrote it in its exit file.
+/// End of a process, as the tree saw it or as the knot wrote it in its exit file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {
     /// Time of the exit (or of its discovery).
@@ -67,7 +67,7 @@ pub struct ExitRecord {
     pub signal: Option<i32>,
 }
 
-/// What is kept per sandbox.
+/// Facts kept per sandbox.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SandboxRecord {
     /// Per process entry, the desired instances of the last load without error, so a later
@@ -162,18 +162,14 @@ impl Persisted {
 
     /// Records a SIGTERM sent to `process`; only the first one of a stop is kept, so the
     /// kill deadline never moves.
+    ///
+    /// The time goes into [`Persisted::signals`] and into every record whose process this
+    /// is; normally one, but a stale record may name the process of another instance.
     pub fn record_signal(&mut self, process: ProcId, now: Duration) {
-        let record = self
-            .instances
-            .values_mut()
-            .find(|record| record.process == Some(process));
-        match record {
-            Some(record) => {
-                record.term_sent.get_or_insert(now);
-            }
-            None => {
-                self.stray_signals.entry(process).or_insert(now);
-            }
+        let first = *self.signals.entry(process).or_insert(now);
+        let records = self.instances.values_mut();
+        for record in records.filter(|record| record.process == Some(process)) {
+            record.term_sent.get_or_insert(first);
         }
     }
 
@@ -193,7 +189,7 @@ impl Persisted {
     pub fn record_exit_status(&mut self, name: &InstanceName, exit: ExitRecord) {
         if let Some(record) = self.instances.get_mut(name) {
             if let Some(process) = record.process.take() {
-                self.stray_signals.remove(&process);
+                self.signals.remove(&process);
             }
             record.term_sent = None;
             record.last_exit = Some(exit);
@@ -213,7 +209,7 @@ impl Persisted {
             self.record_exit_status(name, exit);
             return;
         }
-        self.stray_signals.remove(&process);
+        self.signals.remove(&process);
         self.metrics.count(name, |c| {
             c.deaths += 1;
             c.failures += u64::from(exit.failure);
@@ -230,17 +226,15 @@ impl Persisted {
         if record.process != Some(process) {
             record.process = Some(process);
             record.fingerprint = fingerprint.to_string();
-            record.term_sent = self.stray_signals.remove(&process);
+            record.term_sent = self.signals.get(&process).copied();
         }
     }
 
-    /// Forgets an instance after it was retired.
+    /// Forgets an instance after it was retired. SIGTERM times stay in
+    /// [`Persisted::signals`] until [`Persisted::prune_signals`] sees their process gone,
+    /// because a stale record may name a process that still runs for another instance.
     pub fn forget(&mut self, name: &InstanceName) {
-        if let Some(record) = self.instances.remove(name) {
-            if let Some(process) = record.process {
-                self.stray_signals.remove(&process);
-            }
-        }
+        self.instances.remove(name);
     }
 
     /// Drops SIGTERM times of processes that no longer run.
@@ -251,7 +245,7 @@ impl Persisted {
             .filter(|process| process.is_live())
             .map(|process| process.id)
             .collect();
-        self.stray_signals.retain(|id, _| live.contains(id));
+        self.signals.retain(|id, _| live.contains(id));
     }
 
     /// Stores the desired instances of an entry that loaded without error.
@@ -277,7 +271,7 @@ impl Persisted {
         let stale = !self.boot_id.is_empty();
         self.boot_id = boot_id.to_string();
         if stale {
-            self.stray_signals.clear();
+            self.signals.clear();
             for record in self.instances.values_mut() {
                 record.process = None;
                 record.last_start = None;

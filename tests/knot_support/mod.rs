@@ -50,7 +50,6 @@ pub fn spec(root: &Path, name: &str, executable: &str, args: &[&str]) -> LaunchS
     for dir in ["mnt", "state", "log"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
-    std::fs::create_dir_all(state_dir.parent().unwrap()).unwrap();
     LaunchSpec {
         version: LAUNCH_SPEC_VERSION,
         name: name.to_string(),

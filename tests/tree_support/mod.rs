@@ -1,6 +1,6 @@
 //! Shared helpers of the tree and switch end-to-end tests: a config tree, image and devfs
-//! in a temporary directory, and a `lithos_tree` run on it that is killed, with every
-//! container of its master config, when the fixture is dropped (also after a panic).
+//! in a temporary directory, and a `lithos_tree` run on it. Dropping the fixture (also
+//! after a panic) kills the tree and every container of its master config.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -126,17 +126,17 @@ impl Fixture {
         fixture
     }
 
-    /// The temporary directory.
+    /// Returns the temporary directory.
     pub fn root(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
 
-    /// The master config path.
+    /// Returns the master config path.
     pub fn master(&self) -> PathBuf {
         self.root().join("config/master.yaml")
     }
 
-    /// The runtime dir.
+    /// Returns the runtime dir.
     pub fn runtime_dir(&self) -> PathBuf {
         self.root().join("run")
     }
@@ -173,7 +173,7 @@ impl Fixture {
         fs::write(self.processes_path(sandbox), text).unwrap();
     }
 
-    /// The processes file of `sandbox`.
+    /// Returns the processes file of `sandbox`.
     pub fn processes_path(&self, sandbox: &str) -> PathBuf {
         self.root().join(format!("config/processes/{sandbox}.yaml"))
     }
@@ -192,7 +192,7 @@ impl Fixture {
             .root()
             .join("images/test.v1")
             .join(inside.trim_start_matches('/'));
-        // The image's /bin holds busybox applet symlinks, and copying through one of them
+        // The image's /bin contains busybox applet symlinks, and copying through one of them
         // would overwrite busybox itself.
         let _ = fs::remove_file(&target);
         fs::copy(source, target).unwrap();
@@ -254,12 +254,12 @@ impl Fixture {
         }
     }
 
-    /// The tree's log so far.
+    /// Returns the tree's log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.root().join("tree.log")).unwrap_or_default()
     }
 
-    /// The current status.json, if readable.
+    /// Returns the current status.json, if readable.
     pub fn status(&self) -> Option<Status> {
         status::read(&self.runtime_dir()).ok()
     }
@@ -437,7 +437,7 @@ pub fn zombie_children(parent: i32) -> Vec<i32> {
     zombies
 }
 
-/// The first child of `pid` (the container's program under its knot).
+/// Returns the first child of `pid` (the container's program under its knot).
 pub fn first_child(pid: i32) -> Option<i32> {
     let text = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
     text.split_whitespace().next()?.parse().ok()
@@ -481,7 +481,7 @@ pub fn client_loop(port: u16, stop: &std::sync::atomic::AtomicBool, max: usize) 
     counts
 }
 
-/// A container config running `/bin/sh -c SCRIPT`.
+/// Returns a container config that runs `/bin/sh -c SCRIPT`.
 pub fn shell_container(script: &str, restart_timeout: &str, kill_timeout: &str) -> String {
     format!(
         "kind: Daemon\nuser-id: 0\ngroup-id: 0\nrestart-timeout: {restart_timeout}\n\
@@ -490,7 +490,7 @@ pub fn shell_container(script: &str, restart_timeout: &str, kill_timeout: &str) 
     )
 }
 
-/// A processes file with one entry `NAME` of `instances` using `/config/CONFIG.yaml`.
+/// Returns a processes file with one entry `NAME` of `instances` using `/config/CONFIG.yaml`.
 pub fn entry(name: &str, config: &str, instances: u32) -> String {
     format!(
         "{name}:\n  image: test.v1\n  config: /config/{config}.yaml\n  instances: {instances}\n"

@@ -48,14 +48,6 @@ pub mod exit_codes {
 /// Error of the container set-up before the program starts.
 #[derive(Debug, thiserror::Error)]
 pub enum KnotError {
-    /// The spec requests a feature this knot does not support yet.
-    #[error("unsupported setting {setting}: {reason}")]
-    Unsupported {
-        /// Setting name as in the config.
-        setting: &'static str,
-        /// The missing feature.
-        reason: &'static str,
-    },
     /// The instance's state dir could not be recreated.
     #[error("failed to recreate state dir {path}")]
     StateDir {

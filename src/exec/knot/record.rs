@@ -35,13 +35,20 @@ pub struct ExitRecord {
 }
 
 impl ExitRecord {
-    /// Opens the parent of the spec's state dir and reads the knot's host pid and start
-    /// time from the host's `/proc/self`.
+    /// Opens the parent of the spec's state dir, creating it when missing, and reads the
+    /// knot's host pid and start time from the host's `/proc/self`.
     pub fn prepare(spec: &LaunchSpec) -> io::Result<ExitRecord> {
         let state_dir = &spec.state_dir;
         let parent = state_dir.parent().unwrap_or(Path::new("/"));
         let mut name = state_dir.file_name().unwrap_or_default().to_os_string();
         name.push(".exit");
+        // The first start of a sandbox finds no `state-dir/SANDBOX` yet.
+        std::fs::create_dir_all(parent).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("failed to create {}: {e}", parent.display()),
+            )
+        })?;
         let dir = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY)

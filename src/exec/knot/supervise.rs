@@ -134,17 +134,20 @@ impl Supervisor<'_> {
             }
         }
         while let Ok(Some(info)) = self.signals.read_signal() {
-            self.handle_signal(info.ssi_signo as i32);
+            self.handle_signal(info.ssi_signo as i32, info.ssi_code);
         }
         true
     }
 
-    fn handle_signal(&mut self, number: i32) {
+    fn handle_signal(&mut self, number: i32, code: i32) {
         match Signal::try_from(number) {
             Ok(Signal::SIGCHLD) => self.reap(),
             Ok(signal @ (Signal::SIGTERM | Signal::SIGINT)) => {
                 slog::info!(self.log, "stopping the program"; "signal" => %signal);
-                if let Some(pid) = self.program {
+                // An interactive program shares the knot's terminal, so a signal the
+                // terminal sent (SI_KERNEL) has reached it already.
+                let from_terminal = self.spec.container.interactive && code == libc::SI_KERNEL;
+                if let (Some(pid), false) = (self.program, from_terminal) {
                     let _ = kill(pid, signal);
                 }
                 if self.shutdown_at.is_none() {

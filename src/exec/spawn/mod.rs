@@ -138,6 +138,9 @@ pub enum SpawnError {
 /// closed with one `close_range`. The environment is cleared but for `TERM` and
 /// `req.extra_env`. The command line is
 /// `lithos_knot --name NAME --master MASTER --fingerprint HEX --config-fd N`.
+///
+/// The knot is the caller's child with exit signal SIGCHLD, so the caller reaps it. If
+/// the child fails before exec, this function reaps it and returns [`SpawnError::Child`].
 pub fn spawn_knot(req: &SpawnRequest<'_>) -> Result<SpawnedKnot, SpawnError> {
     let spec = req.spec;
     let mut targets: Vec<i32> = Vec::new();

@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use slog::{debug, info};
 
 use super::supervisor::Supervisor;
-use crate::exec::sockets;
+use crate::exec::{network, sockets};
 use crate::model::spec::InstanceName;
 use crate::state::{Observed, ProcId, ProcessKind};
 
@@ -59,11 +59,9 @@ impl Supervisor {
         let Some(spec) = spec else {
             return Vec::new();
         };
-        spec.container
-            .tcp_ports
-            .iter()
-            .filter(|(_, port)| !port.reuse_port)
-            .map(|(&fd, port)| (fd, sockets::address_of(port)))
+        network::host_ports(&spec)
+            .filter(|port| !port.reuse_port)
+            .map(|port| (port.fd, sockets::address_of(port)))
             .collect()
     }
 

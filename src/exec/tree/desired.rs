@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use crate::exec::sockets;
+use crate::exec::{network, sockets};
 use crate::model::spec::{DesiredInstance, InstanceName};
 use crate::model::{ConfigTree, EntryLoad, SandboxLoad, Scope};
 use crate::reconcile::Desired;
@@ -118,7 +118,7 @@ pub fn used_addresses(desired: &Desired) -> BTreeSet<SocketAddr> {
         desired
             .instances
             .values()
-            .flat_map(|instance| instance.spec.container.tcp_ports.values()),
+            .flat_map(|instance| network::host_ports(&instance.spec)),
     )
 }
 

@@ -3,6 +3,7 @@
 //! Each action either succeeds or is logged once and left to the next pass: a failed spawn
 //! becomes restart backoff, a failed signal is retried when the reconciler plans it again.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::time::Duration;
@@ -11,8 +12,9 @@ use nix::sys::signal::Signal;
 use slog::{error, info, warn};
 
 use super::supervisor::{error_chain, Mode, Supervisor};
+use crate::exec::network;
 use crate::exec::spawn::{spawn_knot, SpawnRequest};
-use crate::model::spec::InstanceName;
+use crate::model::spec::{InstanceName, TcpPortSpec};
 use crate::reconcile::{Action, Plan, Reason};
 use crate::state::{ExitRecord, Observed, ProcId};
 
@@ -65,7 +67,12 @@ impl Supervisor {
             self.start_failed(name, now, &message);
             return;
         }
-        let sockets = match self.sockets.prepare(&instance.spec.container.tcp_ports) {
+        // Internal ports of a bridged sandbox are bound by the knot inside the container's
+        // network namespace; the tree binds only the ones on the host.
+        let host_ports: BTreeMap<i32, TcpPortSpec> = network::host_ports(&instance.spec)
+            .map(|port| (port.fd, port.clone()))
+            .collect();
+        let sockets = match self.sockets.prepare(&host_ports) {
             Ok(sockets) => sockets,
             Err(error) => {
                 self.start_failed(name, now, &error_chain(&error));
@@ -136,9 +143,10 @@ impl Supervisor {
     ) {
         let label = instance_label(name);
         match self.mode {
-            Mode::Stopping { send_term: false } => {
-                // After SIGINT the containers got the signal from the terminal; the deadline
-                // still counts from now so kill-timeout applies.
+            Mode::Stopping { send_term: false } if shares_process_group(target) => {
+                // After SIGINT a container in the tree's process group got the signal from
+                // the terminal too; the deadline still counts from now so kill-timeout
+                // applies.
                 info!(self.log, "waiting for container to stop";
                     "instance" => label, "pid" => target.pid);
             }
@@ -230,5 +238,15 @@ fn remove_file(path: &std::path::Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),
+    }
+}
+
+/// Returns whether `target` is in the tree's own process group, so that a Ctrl-C on the
+/// tree's terminal reached it too. Knots started by the tree run in sessions of their own
+/// and so never share it; a process that is gone counts as sharing it (nothing to send).
+fn shares_process_group(target: ProcId) -> bool {
+    match nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(target.pid))) {
+        Ok(group) => group == nix::unistd::getpgrp(),
+        Err(_) => true,
     }
 }

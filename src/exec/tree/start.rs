@@ -14,7 +14,7 @@ use super::{setup, TreeError, TreeOptions};
 use crate::exec::cgroup::Cgroups;
 use crate::exec::sockets::SocketTable;
 use crate::model::{self, ConfigTree, LoadOptions};
-use crate::state::{clock, ObserveRoots, Persisted};
+use crate::state::{clock, ObserveRoots, PersistError, Persisted};
 
 /// Name of the persisted state file in runtime-dir.
 pub const STATE_FILE: &str = "state.bin";
@@ -160,9 +160,16 @@ fn discover_cgroups(tree: &ConfigTree) -> Result<Option<Cgroups>, TreeError> {
 fn load_persisted(log: &slog::Logger, path: &Path) -> (Persisted, bool) {
     let (mut persisted, error) = Persisted::load(path);
     let loaded = error.is_none();
-    if let Some(error) = error {
-        warn!(log, "starting without the persisted state: restart backoff and last good config are lost";
-            "error" => %error_chain(&error));
+    match error {
+        // A first start on this runtime dir: nothing was lost.
+        Some(PersistError::Missing { .. }) => {
+            info!(log, "no persisted state yet, starting fresh"; "path" => %path.display());
+        }
+        Some(error) => {
+            warn!(log, "starting without the persisted state: restart backoff and last good config are lost";
+                "error" => %error_chain(&error));
+        }
+        None => {}
     }
     if let Ok(boot_id) = clock::boot_id(Path::new("/proc")) {
         if persisted.set_boot_id(&boot_id) {

@@ -28,8 +28,8 @@ const OBSERVE_RETRY: Duration = Duration::from_secs(1);
 pub enum Mode {
     /// Keeps the desired instances running.
     Running,
-    /// Stops everything and exits; `send_term` is false after SIGINT, whose process-group
-    /// delivery already reached the containers.
+    /// Stops everything and exits; `send_term` is false after SIGINT, which the terminal
+    /// delivered to the containers in the tree's process group (the others get SIGTERM).
     Stopping {
         /// Send SIGTERM to each container.
         send_term: bool,
@@ -173,6 +173,7 @@ impl Supervisor {
             state::observe_known(&self.roots, tree_pid, master, &cgroup_dirs, &known)?
         };
         drop_forking_knot_children(&self.roots.proc_root, &mut observed);
+        claim_exiting_knots(&self.persisted, &mut observed);
         Ok(observed)
     }
 
@@ -324,6 +325,34 @@ fn drop_forking_knot_children(proc_root: &std::path::Path, observed: &mut Observ
         let parent = super::pidfd::parent_pid(proc_root, process.id.pid);
         parent.and_then(|ppid| knots.get(&ppid)) != Some(name)
     });
+}
+
+/// Attributes unknown processes that are knots the tree started to their instance.
+///
+/// A knot that is exiting has released its memory, so its `cmdline` reads empty and the
+/// observer cannot name it. Its pid and start time still match the persisted record, so it
+/// stays the instance's process until it is reaped; otherwise the instance would be
+/// retired (or restarted) while its knot is still alive.
+fn claim_exiting_knots(persisted: &Persisted, observed: &mut Observed) {
+    let started: BTreeMap<ProcId, (&InstanceName, &str)> = persisted
+        .instances
+        .iter()
+        .filter_map(|(name, record)| {
+            let process = record.process?;
+            Some((process, (name, record.fingerprint.as_str())))
+        })
+        .collect();
+    for process in &mut observed.processes {
+        if !matches!(process.kind, ProcessKind::Unknown) {
+            continue;
+        }
+        if let Some((name, fingerprint)) = started.get(&process.id) {
+            process.kind = ProcessKind::Knot {
+                name: (*name).clone(),
+                fingerprint: (*fingerprint).to_string(),
+            };
+        }
+    }
 }
 
 /// Formats an error with its sources, `outer: inner: innermost`.
