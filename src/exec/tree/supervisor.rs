@@ -85,6 +85,12 @@ impl Supervisor {
                 self.finish_stop();
                 return Ok(());
             }
+            if self.passes == 1 {
+                // Loading the config and the state left most of the heap free; hand it back
+                // to the kernel, as the tree idles far longer than it loads.
+                // SAFETY: malloc_trim only releases free memory of the allocator.
+                unsafe { libc::malloc_trim(0) };
+            }
             self.sleep(wake_at)?;
         }
     }
