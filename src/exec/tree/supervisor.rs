@@ -85,9 +85,10 @@ impl Supervisor {
                 self.finish_stop();
                 return Ok(());
             }
-            if self.passes == 1 {
-                // Loading the config and the state left most of the heap free; hand it back
-                // to the kernel, as the tree idles far longer than it loads.
+            if wake_at.is_none_or(|at| at > clock::now()) {
+                // Going idle: loading the config and the state, and every pass, leave freed
+                // memory inside the heap; hand it back, as the tree idles far longer than
+                // it works. Passes that follow at once skip this.
                 // SAFETY: malloc_trim only releases free memory of the allocator.
                 unsafe { libc::malloc_trim(0) };
             }
