@@ -7,7 +7,7 @@
 //! interleave the variants, because the machines this runs on are shared and noisy.
 //!
 //! The program starts processes, mounts a tmpfs, creates cgroups and may raise kernel
-//! limits; it undoes each of these before it exits, and signals only pids it started.
+//! limits. It undoes each of these before it exits and signals only pids it started.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -257,7 +257,7 @@ impl Bench {
         Ok(())
     }
 
-    /// Figures 2 and 6: time from start until the programs run, and the bare floor.
+    /// Measures the time from a tree's start until its programs run, next to the bare floor.
     fn bench_starts(&mut self, runs: usize) -> Result<()> {
         let names = [
             "floor: bare namespaces + pivot_root",
@@ -291,7 +291,7 @@ impl Bench {
         Ok(())
     }
 
-    /// Figure 3: from SIGKILL of a program until its replacement runs.
+    /// Measures the time from SIGKILL of a program until its replacement runs.
     fn bench_restarts(&mut self, runs: usize) -> Result<()> {
         let variants = [
             ("restart, cgroups", true, "sleep"),
@@ -330,8 +330,9 @@ impl Bench {
         Ok(())
     }
 
-    /// Figures 4 and 5: SIGQUIT then at once SIGKILL of one program, until the replacement
-    /// runs; containers restarted by the reload; memory of the tree and a knot.
+    /// Measures SIGQUIT followed at once by SIGKILL of one program, until the replacement
+    /// runs. Also counts the containers the reload restarted and samples the memory of
+    /// the tree and of a knot.
     fn bench_reloads(&mut self, runs: usize, large: bool) -> Result<()> {
         let sizes: &[usize] = if large { &[100, 1000] } else { &[100] };
         let mut trees = Vec::new();
@@ -469,7 +470,7 @@ impl Tree {
         }
     }
 
-    /// The tree's children: its knots (and, briefly, a child before its exec).
+    /// Returns the tree's children: its knots (and, briefly, a child before its exec).
     fn knots(&self) -> Vec<i32> {
         children(self.pid())
     }
@@ -486,7 +487,8 @@ impl Tree {
         Ok((started.elapsed(), knot))
     }
 
-    /// SIGQUIT to the tree and at once SIGKILL to the program of the `index`th knot.
+    /// Sends SIGQUIT to the tree and at once SIGKILL to the program of the `index`th knot;
+    /// returns the time until a replacement runs and the killed program's knot.
     fn reload_and_restart(&self, index: usize) -> Result<(Duration, i32)> {
         let knots = self.knots();
         let knot = *knots.get(index).ok_or("no knot")?;
@@ -541,8 +543,8 @@ impl Tree {
         let knots = children(child.id() as i32);
         let _ = child.kill();
         let _ = child.wait();
-        // The tree is gone, so its knots are now our children (we are their subreaper);
-        // a knot forked just before the kill is found the same way.
+        // The tree is gone, so its knots are now our children because we are their
+        // subreaper. A knot forked just before the kill is found the same way.
         let mut ours: BTreeSet<i32> = knots.into_iter().collect();
         let master = self.master.to_string_lossy().into_owned();
         for pid in children(std::process::id() as i32) {
@@ -599,7 +601,8 @@ fn remove_cgroups(name: &str) {
     }
 }
 
-/// Children of `pid` from `/proc/PID/task/PID/children` (a single-threaded parent).
+/// Returns the children of `pid` from `/proc/PID/task/PID/children` (a single-threaded
+/// parent).
 fn children(pid: i32) -> Vec<i32> {
     fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
@@ -608,7 +611,8 @@ fn children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// Pid of the program under `knot` once it has exec'd the program and is not a zombie.
+/// Returns the pid of the program under `knot` once it has executed the program and is
+/// not a zombie.
 fn program_of(knot: i32) -> Option<i32> {
     let first = *children(knot).first()?;
     let stat = fs::read_to_string(format!("/proc/{first}/stat")).ok()?;
@@ -619,7 +623,7 @@ fn program_of(knot: i32) -> Option<i32> {
     (comm == PROGRAM_COMM && state != "Z").then_some(first)
 }
 
-/// VmRSS and RssAnon of `pid` in KiB.
+/// Reads VmRSS and RssAnon of `pid` in KiB.
 fn memory_of(pid: i32) -> Result<(u64, u64)> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     let field = |key: &str| {
@@ -633,7 +637,7 @@ fn memory_of(pid: i32) -> Result<(u64, u64)> {
     Ok((field("VmRSS:"), field("RssAnon:")))
 }
 
-/// Figure 1: one `reconcile` pass over a steady tree of 1,000 and 10,000 instances.
+/// Times one `reconcile` pass over a steady tree of 1,000 and 10,000 instances.
 fn bench_reconcile(runs: usize) {
     for size in [1_000usize, 10_000] {
         let now = Duration::from_secs(100_000);
@@ -712,7 +716,7 @@ mod floor {
         result
     }
 
-    /// The floor itself: the same namespaces as a knot, the image bind-mounted, /proc
+    /// Runs the floor itself: the same namespaces as a knot, the image bind-mounted, /proc
     /// mounted, pivot_root, and exec of the same program. Never returns.
     pub fn run(image: &Path) -> ! {
         let flags = CloneFlags::CLONE_NEWNS
