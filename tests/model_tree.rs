@@ -142,6 +142,13 @@ fn tree_cross_file_checks() {
             "a.ip-addresses",
             "one ip address per instance",
         ),
+        (
+            "bridged-network: {bridge: br0, network: 10.0.0.0/24}\n",
+            "  kind: Command\n  ip-addresses: [10.0.0.1, 10.0.0.2]\n",
+            "kind: Command\nuser-id: 1\nexecutable: /x\n",
+            "a.ip-addresses",
+            "a command runs one container",
+        ),
         ("", "  extra-secrets-namespaces: [\"a/b\"]\n", DAEMON, "a.extra-secrets-namespaces", "not a namespace"),
         (
             "",

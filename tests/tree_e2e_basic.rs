@@ -3,6 +3,7 @@
 
 mod tree_support;
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -185,7 +186,7 @@ fn sigterm_stops_everything_and_exits_zero() {
 }
 
 #[test]
-fn sigint_waits_for_containers() {
+fn sigint_stops_containers_of_other_sessions() {
     if !root_or_skip("containers") {
         return;
     }
@@ -193,15 +194,44 @@ fn sigint_waits_for_containers() {
     fixture.start_tree();
     let running = fixture.wait_running(1, Duration::from_secs(20));
     let knot = running["sb/sleep.0"];
+    // Knots run in sessions of their own, so a Ctrl-C on the tree's terminal never reaches
+    // them: the tree sends them SIGTERM itself and exits once they are gone.
     fixture.signal_tree(Signal::SIGINT);
-    // The tree does not send SIGTERM itself, so the container stays until someone else
-    // stops it, as the terminal's process-group SIGINT would.
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        exists(knot),
-        "the tree signalled the container after SIGINT"
-    );
-    kill(Pid::from_raw(knot), Signal::SIGTERM).unwrap();
     let code = fixture.wait_tree(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{}", fixture.log());
+    assert!(!exists(knot), "the container outlived the tree's stop");
+    let log = fixture.log();
+    assert_eq!(log.matches("stopping container").count(), 1, "{log}");
+    assert!(!log.contains("killed container"), "{log}");
+    let exit_line = log
+        .lines()
+        .find(|line| line.contains("container exited"))
+        .unwrap_or_default();
+    assert!(exit_line.contains("failure: false"), "{log}");
+}
+
+#[test]
+fn unwritable_log_keeps_tree_running() {
+    if !root_or_skip("containers") {
+        return;
+    }
+    let mut fixture = sleeping_fixture("deadlog", 2);
+    // stderr is a pipe whose reading end is closed at once, so every log write fails.
+    let tree = fixture.start_tree_with_output(Stdio::null(), Stdio::piped());
+    drop(fixture.take_stderr());
+    let running = fixture.wait_running(2, Duration::from_secs(20));
+    let victim = running["sb/sleep.0"];
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    fixture.signal_tree(Signal::SIGQUIT);
+    let restarted = eventually(Duration::from_secs(20), || {
+        let now = fixture.running();
+        now.len() == 2 && now.get("sb/sleep.0").is_some_and(|pid| *pid != victim)
+    });
+    assert!(
+        restarted,
+        "the tree stopped supervising: {:?}",
+        fixture.running()
+    );
+    assert!(exists(tree), "the tree died after failing to log");
+    assert_eq!(fixture.running()["sb/sleep.1"], running["sb/sleep.1"]);
 }

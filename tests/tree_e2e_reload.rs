@@ -196,6 +196,17 @@ fn kill_timeout_escalates_to_sigkill() {
         "{}",
         fixture.log()
     );
+    // The tree asked it to stop, so the SIGKILL that ended it is not a failure.
+    let accounted = eventually(Duration::from_secs(10), || {
+        fixture.log().contains("container exited")
+    });
+    assert!(accounted, "{}", fixture.log());
+    let log = fixture.log();
+    let exit_line = log
+        .lines()
+        .find(|line| line.contains("container exited"))
+        .unwrap();
+    assert!(exit_line.contains("failure: false"), "{log}");
 }
 
 #[test]

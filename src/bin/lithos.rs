@@ -40,7 +40,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    // `lithos switch` accepts `--wait N` like `lithos_switch` does.
+    let args = switch::join_wait_value(std::env::args_os().collect());
+    match Cli::parse_from(args).command {
         Command::Plan(args) => plan::run(args),
         Command::Ps(args) => ps::run(args),
         Command::Cmd(args) => cmd::run(args),

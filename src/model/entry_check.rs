@@ -228,6 +228,15 @@ fn check_network(input: &EntryInput, problems: &mut Problems) {
             ),
         ));
     }
+    if entry.kind == EntryKind::Command && entry.ip_addresses.len() > 1 {
+        problems.push(input.processes.problem(
+            &key,
+            format!(
+                "{} addresses for a command: a command runs one container, so give it one address, or none for loopback only",
+                entry.ip_addresses.len()
+            ),
+        ));
+    }
     for address in &entry.ip_addresses {
         if !network.contains(*address) {
             problems.push(input.processes.problem(

@@ -259,13 +259,55 @@ fn check_master(master: &MasterConfig, context: &FileContext) -> Problems {
     problems
 }
 
-/// Makes `path` absolute against the current directory without touching the file system.
+/// Returns `path` made absolute, with the directory part canonicalized (symlinks and `..`
+/// resolved) and the file name kept as written.
+///
+/// The master config path identifies a tree's knots on their command line, so
+/// `/etc/lithos/master.yaml` reached through a symlinked directory or a `..` must give the
+/// same string, or a tree would not recognise its own containers and start them twice. The
+/// file name itself is kept, so paths in the config stay relative to the directory the
+/// operator named. When the directory cannot be resolved the lexical absolute path is used.
 pub(crate) fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
+    let lexical = if path.is_absolute() {
         path.to_path_buf()
     } else {
         std::env::current_dir()
             .map(|dir| dir.join(path))
             .unwrap_or_else(|_| path.to_path_buf())
+    };
+    let (Some(parent), Some(name)) = (lexical.parent(), lexical.file_name()) else {
+        return lexical;
+    };
+    match std::fs::canonicalize(parent) {
+        Ok(dir) => dir.join(name),
+        Err(_) => lexical,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute;
+
+    #[test]
+    fn absolute_resolves_directory_symlinks_and_dotdot() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("master.yaml"), "").unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+
+        let direct = absolute(&real.join("master.yaml"));
+        let through_link = absolute(&dir.path().join("link/master.yaml"));
+        let through_dotdot = absolute(&real.join("../real/master.yaml"));
+
+        assert_eq!(through_link, direct);
+        assert_eq!(through_dotdot, direct);
+        assert!(direct.ends_with("real/master.yaml"));
+    }
+
+    #[test]
+    fn absolute_keeps_a_missing_path_lexical() {
+        let path = std::path::Path::new("/nonexistent-lithos-dir/master.yaml");
+        assert_eq!(absolute(path), path);
     }
 }

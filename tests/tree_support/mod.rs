@@ -205,19 +205,30 @@ impl Fixture {
             .append(true)
             .open(self.root().join("tree.log"))
             .unwrap();
+        let stdout = Stdio::from(log.try_clone().unwrap());
+        self.start_tree_with_output(stdout, Stdio::from(log))
+    }
+
+    /// Starts `lithos_tree -C master.yaml --log-stderr` with the given stdout and stderr.
+    pub fn start_tree_with_output(&mut self, stdout: Stdio, stderr: Stdio) -> i32 {
         let child = Command::new(env!("CARGO_BIN_EXE_lithos_tree"))
             .arg("-C")
             .arg(self.master())
             .args(["--log-stderr", "--log-level", "debug"])
             .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("start lithos_tree");
         let pid = child.id() as i32;
         self.tree = Some(child);
         pid
+    }
+
+    /// Takes the tree's stderr pipe, when it was started with a piped stderr.
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.tree.as_mut()?.stderr.take()
     }
 
     /// Pid of the running tree.

@@ -250,23 +250,28 @@ fn block_signals() -> nix::Result<SignalFd> {
     SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
 }
 
-// NOTE: `spec.syslog` is not used yet; the knot always logs to `log_file`.
+/// Opens the knot's own log: syslog as `SYSLOG-NAME-SANDBOX` when the master config sets a
+/// facility, the sandbox's `log-file` otherwise or when the syslog socket cannot be reached
+/// (a missing syslog daemon must not keep a container from starting).
 fn open_log(spec: &LaunchSpec) -> io::Result<slog::Logger> {
+    let level =
+        crate::exec::tree::logging::parse_level(&spec.log_level).unwrap_or(slog::Level::Warning);
+    let context = slog::o!("name" => spec.name.clone());
+    if let Some((facility, name)) = &spec.syslog {
+        if let Ok(drain) = crate::exec::tree::logging::SyslogDrain::connect(facility, name) {
+            let drain = slog::LevelFilter::new(drain.ignore_res(), level).fuse();
+            return Ok(slog::Logger::root(drain, context));
+        }
+    }
     let file = fs::OpenOptions::new()
         .append(true)
         .create(true)
         .open(&spec.log_file)?;
-    let level = spec
-        .log_level
-        .parse::<slog::Level>()
-        .unwrap_or(slog::Level::Info);
     let decorator = slog_term::PlainSyncDecorator::new(file);
-    let drain = slog_term::FullFormat::new(decorator).build();
+    // A full disk drops log records instead of panicking the container's pid 1.
+    let drain = slog_term::FullFormat::new(decorator).build().ignore_res();
     let drain = slog::LevelFilter::new(drain, level).fuse();
-    Ok(slog::Logger::root(
-        drain,
-        slog::o!("name" => spec.name.clone()),
-    ))
+    Ok(slog::Logger::root(drain, context))
 }
 
 /// Reports a fatal error as one line, `CONTEXT: ERROR: CAUSE...`, in the log file and on

@@ -77,12 +77,14 @@ pub fn build_logger(target: &LogTarget, level: slog::Level) -> Result<slog::Logg
     let logger = match target {
         LogTarget::Stderr => {
             let decorator = slog_term::PlainSyncDecorator::new(io::stderr());
-            let drain = slog_term::FullFormat::new(decorator).build().fuse();
+            // A failed write (a closed stderr, a full disk) drops the record: `fuse` would
+            // panic, and the supervisor must keep running without its log.
+            let drain = slog_term::FullFormat::new(decorator).build().ignore_res();
             slog::Logger::root(slog::LevelFilter::new(drain, level).fuse(), slog::o!())
         }
         LogTarget::File(path) => {
             let decorator = slog_term::PlainSyncDecorator::new(open_append(path)?);
-            let drain = slog_term::FullFormat::new(decorator).build().fuse();
+            let drain = slog_term::FullFormat::new(decorator).build().ignore_res();
             slog::Logger::root(slog::LevelFilter::new(drain, level).fuse(), slog::o!())
         }
         LogTarget::Syslog { facility, name } => {

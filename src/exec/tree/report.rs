@@ -8,7 +8,9 @@ use slog::{error, info, warn};
 
 use super::status::{self, InstanceStatus, Status};
 use super::supervisor::{error_chain, Mode, Supervisor};
-use crate::reconcile::{InstanceState, InstanceStates};
+use crate::exec::metrics::MetricsSnapshot;
+use crate::reconcile::{Action, InstanceState, InstanceStates, Plan};
+use crate::state::Observed;
 
 impl Supervisor {
     /// Writes `status.json` with the instance `states` of this pass.
@@ -49,6 +51,32 @@ impl Supervisor {
         if self.last_notified_status.as_deref() != Some(summary.as_str()) {
             self.notify(&summary);
             self.last_notified_status = Some(summary);
+        }
+    }
+
+    /// Exports the metrics of this pass: the Prometheus file and the cantal files. A failure
+    /// is logged once, and again only after an export succeeded in between.
+    pub(super) fn export_metrics(&mut self, observed: &Observed, plan: &Plan) {
+        let queue = plan
+            .actions
+            .iter()
+            .filter(|action| !matches!(action, Action::Wait { .. }))
+            .count() as u64;
+        let snapshot = MetricsSnapshot::from_state(
+            &self.persisted,
+            observed,
+            self.tree.sandboxes.len() as u64,
+            self.desired.instances.len() as u64,
+            queue,
+        );
+        match self.metrics.export(&snapshot) {
+            Ok(()) => self.metrics_failing = false,
+            Err(error) if !self.metrics_failing => {
+                warn!(self.log, "failed to export metrics, retrying after each pass";
+                    "error" => %error_chain(&error));
+                self.metrics_failing = true;
+            }
+            Err(_) => {}
         }
     }
 

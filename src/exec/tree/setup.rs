@@ -4,6 +4,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Name of the lock file in runtime-dir.
 pub const LOCK_FILE: &str = "master.lock";
@@ -95,17 +96,33 @@ pub fn acquire_lock(runtime_dir: &Path) -> Result<File, SetupError> {
             path: path.clone(),
             source,
         })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(SetupError::AlreadyRunning {
-            runtime_dir: runtime_dir.to_path_buf(),
-            pid: read_pid(runtime_dir)
-                .map(|pid| pid.to_string())
-                .unwrap_or_else(|| "unknown".into()),
-        }),
-        Err(TryLockError::Error(source)) => Err(SetupError::Lock { path, source }),
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) => {
+                let holder = read_pid(runtime_dir);
+                // A tree killed a moment ago may leave a child between clone and exec (a
+                // v1 cgroup attach takes milliseconds) holding a copy of the descriptor
+                // until it closes them; a live tree in master.pid fails at once instead.
+                let tree_alive = holder.is_some_and(super::switch::is_lithos_tree);
+                if tree_alive || started.elapsed() >= LOCK_GRACE {
+                    return Err(SetupError::AlreadyRunning {
+                        runtime_dir: runtime_dir.to_path_buf(),
+                        pid: holder
+                            .map(|pid| pid.to_string())
+                            .unwrap_or_else(|| "unknown".into()),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(TryLockError::Error(source)) => return Err(SetupError::Lock { path, source }),
+        }
     }
 }
+
+/// How long start-up waits for the lock while no live tree is named in `master.pid`.
+const LOCK_GRACE: Duration = Duration::from_secs(2);
 
 /// Takes over the lock descriptor inherited across the tree's own re-exec.
 ///

@@ -12,6 +12,7 @@ use super::signals::SignalWaiter;
 use super::supervisor::{error_chain, Mode, Supervisor};
 use super::{setup, TreeError, TreeOptions};
 use crate::exec::cgroup::Cgroups;
+use crate::exec::metrics::{self, MetricsExporter};
 use crate::exec::sockets::SocketTable;
 use crate::model::{self, ConfigTree, LoadOptions};
 use crate::state::{clock, ObserveRoots, PersistError, Persisted};
@@ -27,7 +28,7 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
     let inherited = reexec::take_inherited();
     let program = setup::resolve_program(&options.argv0).map_err(TreeError::Setup)?;
 
-    let master_path = std::path::absolute(&options.config).unwrap_or(options.config.clone());
+    let master_path = model::master::absolute(&options.config);
     let tree = model::load_tree(&master_path, &LoadOptions::default()).map_err(|problems| {
         TreeError::LoadMaster {
             path: master_path.clone(),
@@ -72,6 +73,10 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
         .parent()
         .map(|dir| dir.join("lithos_knot"))
         .unwrap_or_else(|| PathBuf::from("lithos_knot"));
+    let metrics = MetricsExporter::new(
+        tree.master.metrics_file.clone(),
+        Some(metrics::cantal_path(&tree.master.runtime_dir)),
+    );
     let mut supervisor = Supervisor {
         log,
         tree,
@@ -94,6 +99,8 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
         passes: 0,
         scan_for_orphans: inherited.is_none() || !loaded,
         last_notified_status: None,
+        metrics,
+        metrics_failing: false,
     };
     supervisor.run()
 }

@@ -14,6 +14,7 @@ use super::notify::Notifier;
 use super::signals::SignalWaiter;
 use super::TreeError;
 use crate::exec::cgroup::Cgroups;
+use crate::exec::metrics::MetricsExporter;
 use crate::exec::sockets::SocketTable;
 use crate::model::spec::InstanceName;
 use crate::model::ConfigTree;
@@ -64,6 +65,10 @@ pub struct Supervisor {
     /// (a fresh start, or a state that failed to load), by scanning every process.
     pub(super) scan_for_orphans: bool,
     pub(super) last_notified_status: Option<String>,
+    /// Writes `metrics-file` and the cantal files after each pass.
+    pub(super) metrics: MetricsExporter,
+    /// The last metrics export failed and was logged.
+    pub(super) metrics_failing: bool,
 }
 
 impl Supervisor {
@@ -143,6 +148,7 @@ impl Supervisor {
         self.release_unused_sockets();
         self.save_state();
         self.write_status(&states);
+        self.export_metrics(&observed, &plan);
         if self.passes == 1 {
             self.notify("READY=1");
         }
@@ -218,7 +224,18 @@ impl Supervisor {
         for (name, process) in ended {
             let status = self.reaped.remove(&process.pid);
             let state_dir = &self.tree.master.state_dir;
-            let exit = super::exits::knot_exit(state_dir, &name, process, status.as_ref(), now);
+            let mut exit = super::exits::knot_exit(state_dir, &name, process, status.as_ref(), now);
+            // A process the tree asked to stop is not a failure, whatever it died of (a
+            // SIGKILL after kill-timeout included), as in the original.
+            let stopped_by_tree = self.persisted.signals.contains_key(&process)
+                || self
+                    .persisted
+                    .instances
+                    .get(&name)
+                    .is_some_and(|record| record.term_sent.is_some());
+            if stopped_by_tree {
+                exit.record.failure = false;
+            }
             let uptime = self
                 .persisted
                 .instances
