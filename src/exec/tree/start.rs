@@ -58,6 +58,13 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
 
     let sockets = recover_sockets(&log, &inherited);
     let cgroups = discover_cgroups(&tree)?;
+    if cgroups.as_ref().is_some_and(|c| c.hierarchies().is_empty()) {
+        // For example a tree started in a mount namespace with its own /sys: limits would
+        // silently not apply, so say so (cgroup-name: null turns cgroups off on purpose).
+        warn!(log, "no cgroup hierarchy of cgroup-controllers is visible, containers run without cgroup limits";
+            "cgroup-name" => tree.master.cgroup_name.as_deref().unwrap_or_default(),
+            "controllers" => tree.master.cgroup_controllers.join(","));
+    }
     let state_file = master.runtime_dir.join(STATE_FILE);
     let (mut persisted, loaded) = load_persisted(&log, &state_file);
     persisted.generation += 1;
