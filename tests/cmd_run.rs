@@ -254,3 +254,38 @@ fn cmd_forwards_sigterm_and_cleans_up() {
         .join(format!("run/state/s/cmd.nap.{pid}.exit"))
         .exists());
 }
+
+#[test]
+fn cmd_gets_its_tcp_port() {
+    if !root_or_skip("lithos_cmd builds containers") {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tree = TestTree::new(
+        None,
+        "listen:\n  kind: Command\n  image: busybox\n  config: /config/listen.yaml\n",
+    );
+    cmd_support::write(
+        &tree.root().join("configs/sandboxes/s.yaml"),
+        &format!(
+            "image-dir: ../../images\nallow-users: [0]\nallow-groups: [0]\n\
+             allow-tcp-ports: [{port}]\n"
+        ),
+    );
+    tree.container(
+        "listen",
+        &format!(
+            "kind: Command\ninteractive: true\nuser-id: 0\nexecutable: /bin/readlink\n\
+             arguments: [/proc/self/fd/3]\ntcp-ports:\n  {port}: {{fd: 3, host: 127.0.0.1}}\n"
+        ),
+    );
+    let output = lithos_cmd(&tree).args(["s", "listen"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    let target = String::from_utf8_lossy(&output.stdout);
+    assert!(target.starts_with("socket:["), "fd 3 is {target:?}");
+}

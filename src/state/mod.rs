@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::spec::InstanceName;
 
 pub use exit_file::{exit_file_path, read_exit_file, KnotExit};
-pub use observe::{observe, ObserveError};
+pub use observe::{observe, observe_known, ObserveError};
 pub use persist::{PersistError, STATE_FORMAT_VERSION};
 pub use procfs::{parse_knot_args, KnotArgs};
 pub use records::{

@@ -114,6 +114,83 @@ pub fn observe(
     Ok(Observed { processes })
 }
 
+/// Builds the same snapshot as [`observe`] from the tree's children and the `known`
+/// processes only, without listing every process or walking the cgroups.
+///
+/// A tree cannot gain a knot that is not its child after its first look: it starts knots
+/// as its children, and the knots a previous tree left behind are found by the first
+/// [`observe`] and recorded. So later passes read `/proc/TREE/task/*/children` and the
+/// recorded pids, which costs a few reads instead of a scan of every process (and of every
+/// instance cgroup). Falls back to [`observe`] when the kernel has no `children` files.
+///
+/// # Errors
+/// As [`observe`].
+pub fn observe_known(
+    roots: &ObserveRoots,
+    tree_pid: i32,
+    master: &Path,
+    cgroup_dirs: &[PathBuf],
+    known: &[ProcId],
+) -> Result<Observed, ObserveError> {
+    let proc_root = &roots.proc_root;
+    let Some(child_pids) = list_children(proc_root, tree_pid) else {
+        return observe(roots, tree_pid, master, cgroup_dirs);
+    };
+    let tree_cmdline = read_cmdline(&proc_root.join(tree_pid.to_string())).map_err(|source| {
+        ObserveError::ReadTreeCmdline {
+            pid: tree_pid,
+            path: proc_root.clone(),
+            source,
+        }
+    })?;
+    let mut processes = Vec::new();
+    for &pid in &child_pids {
+        // A child reaped between the two reads is gone, not a child of someone else.
+        if let Some(info) = read_process(proc_root, pid, |stat| stat.ppid == tree_pid) {
+            if info.stat.ppid == tree_pid {
+                processes.push(classify_child(info, &tree_cmdline, master));
+            }
+        }
+    }
+    let mut others = BTreeMap::new();
+    for id in known {
+        if child_pids.contains(&id.pid) || id.pid <= 0 {
+            continue;
+        }
+        if let Some(info) = read_process(proc_root, id.pid, |_| true) {
+            if info.id == *id {
+                others.insert(id.pid, info);
+            }
+        }
+    }
+    processes.extend(adoptable_knots(&others, tree_pid, master));
+    processes.sort_by_key(|process| process.id);
+    Ok(Observed { processes })
+}
+
+/// Children of `pid` from the `children` file of each of its threads; `None` when the
+/// kernel does not provide them.
+fn list_children(proc_root: &Path, pid: i32) -> Option<BTreeSet<i32>> {
+    let task_dir = proc_root.join(pid.to_string()).join("task");
+    let mut children = BTreeSet::new();
+    for entry in std::fs::read_dir(&task_dir).ok()? {
+        let Ok(entry) = entry else { continue };
+        let text = match std::fs::read_to_string(entry.path().join("children")) {
+            Ok(text) => text,
+            // A thread that ended while the list was read has no children left.
+            Err(error) if error.kind() == io::ErrorKind::NotFound && entry.path().exists() => {
+                return None
+            }
+            Err(_) => continue,
+        };
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|word| word.parse::<i32>().ok()),
+        );
+    }
+    Some(children)
+}
+
 /// Lists the numeric entries of the procfs root.
 fn list_pids(proc_root: &Path) -> Result<Vec<i32>, ObserveError> {
     let list_error = |source| ObserveError::ListProcesses {

@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,8 @@ use nix::unistd::Pid;
 
 use crate::exec::cgroup::{CgroupError, Cgroups};
 use crate::exec::knot::exit_codes as knot_exit;
+use crate::exec::network;
+use crate::exec::sockets::{bind_listener, SocketError};
 use crate::exec::spawn::{spawn_knot, SpawnError, SpawnRequest};
 use crate::model::spec::{ContainerKind, EntryKind, InstanceName, LaunchSpec};
 use crate::model::{
@@ -147,6 +150,15 @@ pub enum CmdError {
         /// Cause.
         #[source]
         source: CgroupError,
+    },
+    /// A listening socket of the command's tcp-ports could not be bound.
+    #[error("failed to bind a tcp port of {name}")]
+    Bind {
+        /// Command name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: SocketError,
     },
     /// The knot could not be started.
     #[error("failed to start the container of {name}")]
@@ -405,13 +417,27 @@ fn run_knot(
 ) -> Result<CommandStatus, CmdError> {
     let knot_binary = sibling_binary("lithos_knot");
     let config_fingerprint = fingerprint(spec);
+    // The command's host ports are bound here, as the tree binds a daemon's; internal ports
+    // of a bridged sandbox are bound by the knot. A port that a daemon serves is busy, so
+    // such a command fails with the address in the error.
+    let listeners = network::host_ports(spec)
+        .map(|port| bind_listener(port).map(|fd| (port.fd, fd)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| CmdError::Bind {
+            name: spec.name.clone(),
+            source,
+        })?;
+    let sockets: Vec<(i32, RawFd)> = listeners
+        .iter()
+        .map(|(target, fd)| (*target, fd.as_raw_fd()))
+        .collect();
     let request = SpawnRequest {
         spec,
         fingerprint: &config_fingerprint,
         master: &tree.master_path,
         knot_binary: &knot_binary,
         cgroups,
-        sockets: &[],
+        sockets: &sockets,
         extra_env: &[],
     };
     let target: Forwarding = Arc::new(Mutex::new(None));

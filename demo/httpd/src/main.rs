@@ -36,7 +36,7 @@ fn main() {
     }
 }
 
-/// Reads the request head and answers with one line of text.
+/// Reads the request head and responds with one line of text.
 fn serve(stream: TcpStream, name: &str) {
     let mut reader = BufReader::new(&stream);
     let mut line = String::new();

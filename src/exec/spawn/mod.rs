@@ -142,6 +142,17 @@ pub enum SpawnError {
 /// The knot is the caller's child with exit signal SIGCHLD, so the caller reaps it. If
 /// the child fails before exec, this function reaps it and returns [`SpawnError::Child`].
 pub fn spawn_knot(req: &SpawnRequest<'_>) -> Result<SpawnedKnot, SpawnError> {
+    spawn_knot_pending(req)?.finish()
+}
+
+/// Starts a knot like [`spawn_knot`] but returns right after the clone, so a caller that
+/// starts many knots does not wait for each one's exec (and v1 cgroup attach) in turn.
+/// [`PendingKnot::finish`] then reports whether the child reached its exec.
+///
+/// # Errors
+/// As [`spawn_knot`], but for a failure of the child before its exec, which `finish`
+/// returns.
+pub fn spawn_knot_pending(req: &SpawnRequest<'_>) -> Result<PendingKnot, SpawnError> {
     let spec = req.spec;
     let mut targets: Vec<i32> = Vec::new();
     for &(fd, _) in req.sockets {
@@ -247,16 +258,36 @@ pub fn spawn_knot(req: &SpawnRequest<'_>) -> Result<SpawnedKnot, SpawnError> {
     drop(error_write);
     drop(config);
     drop(stdio);
-    let pid = pid as i32;
-    match read_child_error(error_read) {
-        None => Ok(SpawnedKnot { pid }),
-        Some((step, source)) => {
-            // The child exits right after reporting, so this wait is short.
-            let _ = waitpid(Pid::from_raw(pid), None);
-            Err(SpawnError::Child {
-                step: STEPS.get(step as usize).copied().unwrap_or("start"),
-                source,
-            })
+    Ok(PendingKnot {
+        knot: SpawnedKnot { pid: pid as i32 },
+        error_pipe: error_read,
+    })
+}
+
+/// A knot that was cloned but may still fail before it executes the knot binary, for
+/// example while it joins its v1 cgroups (a write that can stall for milliseconds).
+#[derive(Debug)]
+pub struct PendingKnot {
+    /// The cloned child.
+    pub knot: SpawnedKnot,
+    error_pipe: OwnedFd,
+}
+
+impl PendingKnot {
+    /// Waits until the child has executed the knot binary; a child that failed before is
+    /// reaped and its failed step returned.
+    pub fn finish(self) -> Result<SpawnedKnot, SpawnError> {
+        let pid = self.knot.pid;
+        match read_child_error(self.error_pipe) {
+            None => Ok(self.knot),
+            Some((step, source)) => {
+                // The child exits right after reporting, so this wait is short.
+                let _ = waitpid(Pid::from_raw(pid), None);
+                Err(SpawnError::Child {
+                    step: STEPS.get(step as usize).copied().unwrap_or("start"),
+                    source,
+                })
+            }
         }
     }
 }
@@ -273,8 +304,9 @@ fn write_config(spec: &LaunchSpec) -> Result<OwnedFd, SpawnError> {
     let fd = memfd_create(c"lithos-launch-spec", MemFdCreateFlag::MFD_CLOEXEC)
         .map_err(|e| SpawnError::ConfigFd { source: e.into() })?;
     let mut file = std::fs::File::from(fd);
-    serde_json::to_writer(&mut file, spec)
-        .map_err(|e| SpawnError::ConfigFd { source: e.into() })?;
+    // One write: the serializer writes each token on its own, a system call apiece.
+    let json = serde_json::to_vec(spec).map_err(|e| SpawnError::ConfigFd { source: e.into() })?;
+    io::Write::write_all(&mut file, &json).map_err(|source| SpawnError::ConfigFd { source })?;
     io::Seek::rewind(&mut file).map_err(|source| SpawnError::ConfigFd { source })?;
     Ok(file.into())
 }

@@ -47,7 +47,21 @@ pub fn build_desired(tree: &ConfigTree, persisted: &mut Persisted) -> Desired {
     persisted
         .sandboxes
         .retain(|sandbox, _| tree.sandboxes.contains_key(sandbox));
+    share_specs(&instances, persisted);
     Desired { instances }
+}
+
+/// Points each record whose spec equals the desired one at the desired copy, so a spec
+/// read back from the state file is not kept twice (one copy per instance).
+fn share_specs(instances: &BTreeMap<InstanceName, DesiredInstance>, persisted: &mut Persisted) {
+    for (name, record) in persisted.instances.iter_mut() {
+        let (Some(spec), Some(want)) = (&record.spec, instances.get(name)) else {
+            continue;
+        };
+        if !std::sync::Arc::ptr_eq(spec, &want.spec) && **spec == *want.spec {
+            record.spec = Some(want.spec.clone());
+        }
+    }
 }
 
 /// Returns whether the sandbox failed because its processes file does not exist, which

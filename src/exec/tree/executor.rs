@@ -13,7 +13,7 @@ use slog::{error, info, warn};
 
 use super::supervisor::{error_chain, Mode, Supervisor, CGROUP_RETRIES};
 use crate::exec::network;
-use crate::exec::spawn::{spawn_knot, SpawnRequest};
+use crate::exec::spawn::{spawn_knot_pending, PendingKnot, SpawnRequest};
 use crate::model::spec::{InstanceName, TcpPortSpec};
 use crate::reconcile::{Action, Plan, Reason};
 use crate::state::{ExitRecord, Observed, ProcId};
@@ -30,6 +30,9 @@ impl Supervisor {
             .filter(|process| process.zombie)
             .map(|process| process.id)
             .collect();
+        // Knots are cloned one after the other and checked once all are cloned, so that
+        // a child that stalls before its exec (a v1 cgroup attach) holds up no other start.
+        let mut pending = Vec::new();
         for action in &plan.actions {
             if let Action::Signal { target, .. } | Action::Kill { target, .. } = action {
                 // A zombie has exited already; its exit is accounted in the next pass.
@@ -38,7 +41,11 @@ impl Supervisor {
                 }
             }
             match action {
-                Action::Spawn { name, reason } => self.spawn(name, *reason, now),
+                Action::Spawn { name, reason } => {
+                    if let Some(knot) = self.spawn(name, now) {
+                        pending.push((name, *reason, knot));
+                    }
+                }
                 Action::Signal {
                     target,
                     name,
@@ -53,19 +60,21 @@ impl Supervisor {
                 Action::Wait { .. } => {}
             }
         }
+        for (name, reason, knot) in pending {
+            self.finish_spawn(name, reason, knot, now);
+        }
     }
 
-    fn spawn(&mut self, name: &InstanceName, reason: Reason, now: Duration) {
-        let Some(instance) = self.desired.instances.get(name).cloned() else {
-            return;
-        };
+    /// Clones the knot of `name`; `None` when the start failed (recorded already).
+    fn spawn(&mut self, name: &InstanceName, now: Duration) -> Option<PendingKnot> {
+        let instance = self.desired.instances.get(name).cloned()?;
         // The knot writes its exit record next to its state dir, so the sandbox dir must
         // exist before it starts.
         let sandbox_dir = self.tree.master.state_dir.join(&name.sandbox);
         if let Err(error) = fs::create_dir_all(&sandbox_dir) {
             let message = format!("failed to create {}: {error}", sandbox_dir.display());
             self.start_failed(name, now, &message);
-            return;
+            return None;
         }
         // Internal ports of a bridged sandbox are bound by the knot inside the container's
         // network namespace; the tree binds only the ones on the host.
@@ -76,7 +85,7 @@ impl Supervisor {
             Ok(sockets) => sockets,
             Err(error) => {
                 self.start_failed(name, now, &error_chain(&error));
-                return;
+                return None;
             }
         };
         let request = SpawnRequest {
@@ -88,14 +97,35 @@ impl Supervisor {
             sockets: sockets.pairs(),
             extra_env: &[],
         };
-        let knot = match spawn_knot(&request) {
+        let knot = match spawn_knot_pending(&request) {
+            Ok(knot) => knot,
+            Err(error) => {
+                self.start_failed(name, now, &error_chain(&error));
+                return None;
+            }
+        };
+        drop(sockets);
+        Some(knot)
+    }
+
+    /// Records a cloned knot once it has executed the knot binary, or its failure.
+    fn finish_spawn(
+        &mut self,
+        name: &InstanceName,
+        reason: Reason,
+        knot: PendingKnot,
+        now: Duration,
+    ) {
+        let knot = match knot.finish() {
             Ok(knot) => knot,
             Err(error) => {
                 self.start_failed(name, now, &error_chain(&error));
                 return;
             }
         };
-        drop(sockets);
+        let Some(instance) = self.desired.instances.get(name).cloned() else {
+            return;
+        };
         // The knot is our unreaped child, so its /proc entry stays until we wait for it.
         let start_time = super::pidfd::start_time(&self.roots.proc_root, knot.pid).unwrap_or(0);
         let process = ProcId {

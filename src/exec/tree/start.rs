@@ -58,8 +58,15 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
 
     let sockets = recover_sockets(&log, &inherited);
     let cgroups = discover_cgroups(&tree)?;
+    if cgroups.as_ref().is_some_and(|c| c.hierarchies().is_empty()) {
+        // For example a tree started in a mount namespace with its own /sys: limits would
+        // silently not apply, so say so (cgroup-name: null turns cgroups off on purpose).
+        warn!(log, "no cgroup hierarchy of cgroup-controllers is visible, containers run without cgroup limits";
+            "cgroup-name" => tree.master.cgroup_name.as_deref().unwrap_or_default(),
+            "controllers" => tree.master.cgroup_controllers.join(","));
+    }
     let state_file = master.runtime_dir.join(STATE_FILE);
-    let mut persisted = load_persisted(&log, &state_file);
+    let (mut persisted, loaded) = load_persisted(&log, &state_file);
     persisted.generation += 1;
     if inherited.is_none() {
         persisted.tree_restarts += 1;
@@ -106,6 +113,7 @@ pub fn run(options: &TreeOptions) -> Result<(), TreeError> {
         reaped: BTreeMap::new(),
         reported: BTreeMap::new(),
         passes: 0,
+        scan_for_orphans: inherited.is_none() || !loaded,
         last_notified_status: None,
         failing_writes: Default::default(),
         pending_cgroups,
@@ -216,8 +224,10 @@ fn discover_cgroups(tree: &ConfigTree) -> Result<Option<Cgroups>, TreeError> {
     Ok(Some(cgroups))
 }
 
-fn load_persisted(log: &slog::Logger, path: &Path) -> Persisted {
+/// Loads the persisted state; the flag is false when it could not be read.
+fn load_persisted(log: &slog::Logger, path: &Path) -> (Persisted, bool) {
     let (mut persisted, error) = Persisted::load(path);
+    let loaded = error.is_none();
     match error {
         // A first start on this runtime dir: nothing was lost.
         Some(PersistError::Missing { .. }) => {
@@ -237,7 +247,7 @@ fn load_persisted(log: &slog::Logger, path: &Path) -> Persisted {
             );
         }
     }
-    persisted
+    (persisted, loaded)
 }
 
 fn log_problems(log: &slog::Logger, tree: &ConfigTree) {

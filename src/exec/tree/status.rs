@@ -91,8 +91,11 @@ pub fn write(runtime_dir: &Path, status: &Status) -> Result<(), StatusError> {
             .truncate(true)
             .mode(0o644)
             .open(&temporary)?;
-        serde_json::to_writer_pretty(&mut file, status)?;
-        file.write_all(b"\n")?;
+        // One write: the serializer would make a system call per token, thousands per
+        // pass with a hundred containers.
+        let mut text = serde_json::to_vec_pretty(status)?;
+        text.push(b'\n');
+        file.write_all(&text)?;
         // The mode given to open() is masked by the umask; status.json is meant for everyone.
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
         fs::rename(&temporary, &path)

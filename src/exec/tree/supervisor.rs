@@ -61,6 +61,9 @@ pub struct Supervisor {
     /// Last error logged per instance, so a failure repeated each restart logs once.
     pub(super) reported: BTreeMap<InstanceName, String>,
     pub(super) passes: u64,
+    /// Whether the first pass must look for knots that the persisted state does not know
+    /// (a fresh start, or a state that failed to load), by scanning every process.
+    pub(super) scan_for_orphans: bool,
     pub(super) last_notified_status: Option<String>,
     /// Writes that are failing now, so a full disk logs once, not at every pass.
     pub(super) failing_writes: FailingWrites,
@@ -112,6 +115,13 @@ impl Supervisor {
             if matches!(self.mode, Mode::Stopping { .. }) && self.nothing_left() {
                 self.finish_stop();
                 return Ok(());
+            }
+            if wake_at.is_none_or(|at| at > clock::now()) {
+                // Going idle: loading the config and the state, and every pass, leave freed
+                // memory inside the heap; hand it back, as the tree idles far longer than
+                // it works. Passes that follow at once skip this.
+                // SAFETY: malloc_trim only releases free memory of the allocator.
+                unsafe { libc::malloc_trim(0) };
             }
             self.sleep(wake_at)?;
         }
@@ -194,12 +204,18 @@ impl Supervisor {
             .as_ref()
             .map(|cgroups| cgroups.base_dirs())
             .unwrap_or_default();
-        let mut observed = state::observe(
-            &self.roots,
-            std::process::id() as i32,
-            &self.tree.master_path,
-            &cgroup_dirs,
-        )?;
+        let tree_pid = std::process::id() as i32;
+        let master = &self.tree.master_path;
+        // Only the first pass after a fresh start can find knots that the state does not
+        // know; otherwise the children and the recorded knots are all there is.
+        let mut observed = if self.passes <= 1 && self.scan_for_orphans {
+            state::observe(&self.roots, tree_pid, master, &cgroup_dirs)?
+        } else {
+            let known: Vec<ProcId> = (self.persisted.instances.values())
+                .filter_map(|record| record.process)
+                .collect();
+            state::observe_known(&self.roots, tree_pid, master, &cgroup_dirs, &known)?
+        };
         drop_forking_knot_children(&self.roots.proc_root, &mut observed);
         claim_exiting_knots(&self.persisted, &mut observed);
         Ok(observed)
