@@ -283,8 +283,18 @@ fn chaos_tree_converges() {
     }
     fixture.start_tree();
     let fail = |fixture: &Fixture, message: String| -> ! {
+        // Whether the tree is alive, and where it waits, tells a hung or dead tree apart
+        // from one whose decisions are wrong.
+        let tree = fixture.tree_pid();
+        let read = |file: &str| {
+            std::fs::read_to_string(format!("/proc/{tree}/{file}"))
+                .unwrap_or_else(|error| format!("unreadable: {error}"))
+        };
         panic!(
-            "seed {seed}: {message}\n--- tree log ---\n{}",
+            "seed {seed}: {message}\n--- tree {tree}: stat {} wchan {}\n{}--- tree log ---\n{}",
+            read("stat").trim(),
+            read("wchan"),
+            read("stack"),
             fixture.log()
         )
     };
@@ -356,6 +366,10 @@ fn chaos_tree_converges() {
                 _ => {
                     fixture.kill_tree();
                     fixture.start_tree();
+                    // Signals go to the pid in master.pid, as lithos_switch sends them.
+                    if !fixture.wait_pid_file(Duration::from_secs(20)) {
+                        fail(&fixture, "the new tree did not write master.pid".into());
+                    }
                     *counts.entry("tree sigkill").or_default() += 1;
                 }
             }

@@ -226,6 +226,17 @@ impl Fixture {
         pid
     }
 
+    /// Waits until `master.pid` names the running tree, which the tree writes only after its
+    /// signal handlers are installed: a SIGQUIT sent before that would kill it, as it would
+    /// any process that has not set up its handlers yet.
+    pub fn wait_pid_file(&self, limit: Duration) -> bool {
+        let pid = self.tree_pid().to_string();
+        let pid_file = self.runtime_dir().join("master.pid");
+        eventually(limit, || {
+            fs::read_to_string(&pid_file).is_ok_and(|text| text.trim() == pid)
+        })
+    }
+
     /// Takes the tree's stderr pipe, when it was started with a piped stderr.
     pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
         self.tree.as_mut()?.stderr.take()
