@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-/// Which part of the tree a problem invalidates.
+/// Part of the tree that a problem invalidates.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum Scope {
     /// The master config: nothing can run.
@@ -27,9 +27,9 @@ pub struct Problem {
     pub column: Option<usize>,
     /// Key path such as `volumes./tmp.size`; empty for the whole file.
     pub key: String,
-    /// What is wrong, with the bad value and the fix.
+    /// Description of the problem, with the bad value and the fix.
     pub message: String,
-    /// What the problem invalidates.
+    /// Part of the tree that the problem invalidates.
     pub scope: Scope,
 }
 
@@ -107,7 +107,7 @@ pub(crate) fn keyed_message(key: &str, message: &str) -> String {
     format!("{KEY_START}{key}{KEY_END}{message}")
 }
 
-/// Collects problems of one file: knows its path, text and scope.
+/// Collects problems of one file, with its path, text and scope.
 #[derive(Clone, Debug)]
 pub(crate) struct FileContext<'a> {
     pub path: &'a Path,

@@ -23,7 +23,7 @@ pub enum ObserveError {
         #[source]
         source: io::Error,
     },
-    /// The tree's own command line could not be read, so forking children cannot be told apart.
+    /// The tree's own command line could not be read, so forking children cannot be distinguished.
     #[error("failed to read the command line of the tree (pid {pid}) in {path}")]
     ReadTreeCmdline {
         /// The tree's pid.
@@ -308,7 +308,7 @@ fn collect_cgroup_pids(dir: &Path, pids: &mut BTreeSet<i32>) -> Result<(), Obser
     };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        // A cgroup removed while it is walked, or never created, holds no processes.
+        // A cgroup removed while it is walked, or never created, contains no processes.
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(cgroup_error(dir)(error)),
     };

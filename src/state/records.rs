@@ -173,8 +173,8 @@ impl Persisted {
         }
     }
 
-    /// Records that the recorded process of `name` ended; `failure` tells whether the exit
-    /// counts as one. See [`Persisted::record_process_exit`] for other processes.
+    /// Records that the recorded process of `name` ended; `failure` is true when the exit
+    /// counts as a failure. See [`Persisted::record_process_exit`] for other processes.
     pub fn record_exit(&mut self, name: &InstanceName, failure: bool, now: Duration) {
         let exit = ExitRecord {
             time: now,
@@ -231,7 +231,7 @@ impl Persisted {
     }
 
     /// Forgets an instance after it was retired. SIGTERM times stay in
-    /// [`Persisted::signals`] until [`Persisted::prune_signals`] sees their process gone,
+    /// [`Persisted::signals`] until [`Persisted::prune_signals`] finds their process gone,
     /// because a stale record may name a process that still runs for another instance.
     pub fn forget(&mut self, name: &InstanceName) {
         self.instances.remove(name);

@@ -41,7 +41,7 @@ pub struct Args {
     pub config: PathBuf,
     /// Keep images that changed within DELTA (for example 30m, 12h, 7d), so an image
     /// unpacked for a deploy that has not happened yet survives, and the images of every
-    /// config that was in use within DELTA, whatever --versions-max and --history-days say.
+    /// config that was in use within DELTA, whatever --versions-max and --history-days select.
     #[arg(long = "keep-recent", value_name = "DELTA", value_parser = parse_delta)]
     pub keep_recent: Option<Duration>,
     /// Keep images of configs used no more than DAYS ago (default: every config in the

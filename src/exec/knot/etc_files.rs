@@ -45,7 +45,7 @@ pub enum EtcError {
     NotAFile {
         /// Path inside the container.
         path: &'static str,
-        /// What was found instead.
+        /// Kind of file found instead.
         found: &'static str,
     },
     /// Looking at or mounting over the image's file failed.
@@ -61,14 +61,14 @@ pub enum EtcError {
     },
 }
 
-/// What the image has at the path of an `/etc` file.
+/// Kind of file the image has at the path of an `/etc` file.
 enum Target {
     Regular(OwnedFd),
     Other(&'static str),
 }
 
 /// Writes `resolv.conf` and `hosts` into the state dir and mounts them over the image's
-/// files where their rules say so.
+/// files where their `mount` settings require it.
 pub(crate) fn set_up(
     spec: &LaunchSpec,
     root: BorrowedFd<'_>,
